@@ -1,0 +1,52 @@
+# FITMM-pipeline: `make demo` runs the whole asset graph on the built-in demo dataset; `make test`
+# runs the test suite. Both create .venv on first use and reuse it afterwards.
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV ?= .venv
+BIN := $(VENV)/bin
+# CUDA hosts: PyPI's Linux torch wheel is already CUDA-enabled; to pick a specific CUDA build, pass
+# e.g. `make install TORCH_INDEX=<PyTorch wheel index URL for your CUDA version>`.
+TORCH_INDEX ?=
+PIP_INDEX_FLAGS := $(if $(TORCH_INDEX),--extra-index-url $(TORCH_INDEX))
+
+export FITMM_HOME ?= $(CURDIR)/.fitmm
+export DAGSTER_HOME ?= $(FITMM_HOME)/dagster
+export HF_HUB_OFFLINE ?= 1
+export TRANSFORMERS_OFFLINE ?= 1
+export TOKENIZERS_PARALLELISM ?= false
+
+STAMP := $(VENV)/.installed-stamp
+
+.PHONY: install demo test ui mlflow benchmark clean
+
+$(STAMP): pyproject.toml constraints.txt
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade "pip>=24"
+	$(BIN)/python -m pip install --quiet $(PIP_INDEX_FLAGS) -c constraints.txt -e '.[dev]'
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+$(DAGSTER_HOME)/dagster.yaml: pipelines/dagster.yaml
+	@mkdir -p $(DAGSTER_HOME)
+	cp pipelines/dagster.yaml $@
+
+demo: install $(DAGSTER_HOME)/dagster.yaml
+	$(BIN)/dagster asset materialize -m pipelines.definitions --select '*' --partition demo
+	$(BIN)/python -m pipelines.report demo
+
+test: install
+	$(BIN)/python -m pytest
+
+ui: install $(DAGSTER_HOME)/dagster.yaml
+	set -m; $(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
+
+mlflow: install
+	$(BIN)/mlflow server --backend-store-uri sqlite:///$(FITMM_HOME)/mlflow.db \
+	  --default-artifact-root $(FITMM_HOME)/mlartifacts --host 127.0.0.1 --port 5000
+
+benchmark: install
+	$(BIN)/python benchmarks/train_speed.py --scale 0.1
+
+clean:
+	rm -rf $(FITMM_HOME)
