@@ -1,6 +1,5 @@
 """Item features: sentence-transformer text vectors and image vectors (CLIP or EfficientNet-Lite0)."""
 
-
 import dagster as dg
 import numpy as np
 

@@ -1,6 +1,5 @@
 """Graphs: the normalized user-item graph and the item-item kNN graph of each modality."""
 
-
 import dagster as dg
 import numpy as np
 import torch

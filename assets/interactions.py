@@ -7,7 +7,9 @@ import dagster as dg
 
 from assets.partitions import dataset_partitions, png_metadata
 from fitmm_core.data.checks import check_prepared, dataset_summary, degree_plot_png
+from fitmm_core.data.mmrec_format import find_inter_file
 from fitmm_core.data.prepare import PrepareSettings, prepare_dataset
+from fitmm_core.data.sources import file_sha256
 from pipelines.resources import DatasetCatalog, FitmmStorage
 
 CHECKS = {
@@ -58,10 +60,12 @@ def interactions(
     manifest = prepare_dataset(settings)
     summary = dataset_summary(folder)
     context.log.info("prepared %s: %s", entry.name, summary)
+    digest = file_sha256(find_inter_file(folder, entry.name))
     yield dg.Output(
-        {"folder": str(folder), "name": entry.name, "digest": manifest.get("digest", "")},
+        {"folder": str(folder), "name": entry.name, "digest": digest},
         metadata={
             "folder": dg.MetadataValue.path(str(folder)),
+            "data_digest": digest,
             **{k: v for k, v in summary.items() if isinstance(v, (int, float, str))},
             "bad_lines": manifest.get("bad_lines", {}),
             "degree_distribution": png_metadata(degree_plot_png(folder), "degree distribution"),

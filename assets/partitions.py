@@ -1,6 +1,5 @@
 """Every asset is partitioned by dataset: one partition per catalog entry."""
 
-
 import base64
 
 import dagster as dg

@@ -1,6 +1,5 @@
 """Figures for the UIs: learning curves and the model comparison (matplotlib, no display)."""
 
-
 import io
 
 import matplotlib

@@ -1,32 +1,27 @@
 """Raw sources: the review and metadata files of a dataset, generated (demo), local or downloaded."""
 
 
-import hashlib
 from pathlib import Path
 
 import dagster as dg
 
 from assets.partitions import dataset_partitions
 from fitmm_core.data.demo import generate_demo_data
-from fitmm_core.data.sources import resolve_source
+from fitmm_core.data.sources import describe_file, resolve_source
 from pipelines.resources import DatasetCatalog, FitmmStorage
 
 
 def _file_facts(path: Path) -> dict:
-    """Path, size and sha256 of a source file (a folder, for an MMRec import, gets no digest)."""
+    """Path, size and sha256 of a source file; an MMRec folder import gets its total size only."""
     if path.is_dir():
-        return {"path": str(path), "bytes": sum(p.stat().st_size for p in path.rglob("*") if p.is_file())}
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return {"path": str(path), "bytes": path.stat().st_size, "sha256": digest.hexdigest()}
+        return {"path": str(path), "size": sum(p.stat().st_size for p in path.rglob("*") if p.is_file())}
+    return describe_file(path)
 
 
 def _metadata(facts: dict) -> dict:
     return {
         "path": dg.MetadataValue.path(facts["path"]),
-        "size_mb": round(facts["bytes"] / 1e6, 3),
+        "size_mb": round(facts["size"] / 1e6, 3),
         **({"sha256": facts["sha256"]} if "sha256" in facts else {}),
     }
 
@@ -52,7 +47,7 @@ def raw_sources(context: dg.AssetExecutionContext, catalog: DatasetCatalog, stor
     images: str | None = entry.images
     if entry.format == "demo":
         out = storage.raw_dir(entry.name)
-        summary = generate_demo_data(out, seed=entry.demo_seed)
+        summary = generate_demo_data(out, seed=entry.demo_seed, n_users=entry.demo_users, n_items=entry.demo_items)
         context.log.info("demo data: %s", {k: v for k, v in summary.items() if isinstance(v, int)})
         reviews, meta, images = out / "reviews.json.gz", out / "meta.json.gz", str(out / "images")
     else:

@@ -1,6 +1,5 @@
 """Model comparison and registration: every model's pyfunc registered, the best kept as ``champion``."""
 
-
 import dagster as dg
 
 from assets.partitions import dataset_partitions, png_metadata

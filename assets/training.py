@@ -4,7 +4,6 @@ Every model follows one protocol (``fitmm_core.training.fit``): BPR with one uni
 Adam, early stopping on validation Recall@20, test evaluated once at the best checkpoint.
 """
 
-
 import dagster as dg
 import mlflow
 

@@ -21,7 +21,7 @@ import torch
 from PIL import Image, ImageDraw
 
 from fitmm_core.features.cache import FeatureCache
-from fitmm_core.features.device import resolve_device
+from fitmm_core.device import resolve_device
 from fitmm_core.features.encode import embed_image_sources, embed_texts
 from fitmm_core.features.image import TorchImageEncoder, clip_encoder_from_model, load_efficientnet_lite0
 from fitmm_core.features.image_decode import default_decode_workers, iter_decoded_batches

@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from fitmm_core.data.mmrec_format import MMRecData  # noqa: E402
 from fitmm_core.models.base import ModelInputs  # noqa: E402
-from fitmm_core.training.device import resolve_device  # noqa: E402
+from fitmm_core.device import resolve_device  # noqa: E402
 from fitmm_core.training.trainer import TrainConfig, fit  # noqa: E402
 
 BABY_SHAPE = {"n_users": 19_445, "n_items": 7_050, "n_interactions": 160_792, "image_dim": 4096, "text_dim": 384}

@@ -21,7 +21,7 @@ from safetensors.torch import load_file, save_file
 
 from fitmm_core.models import build_model
 from fitmm_core.models.base import ModelInputs, Recommender
-from fitmm_core.training.device import model_device
+from fitmm_core.device import model_device
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "weights.safetensors"

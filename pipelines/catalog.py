@@ -45,6 +45,8 @@ class DatasetEntry:
     meta: str | None = None
     images: str | None = None
     demo_seed: int = 0
+    demo_users: int = 1200
+    demo_items: int = 600
     k_core: int = 5
     split: str = "random"
     split_seed: int = 999

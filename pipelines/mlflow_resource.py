@@ -19,7 +19,7 @@ from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
 from fitmm_core.paths import fitmm_home
-from pipelines.serving import BUNDLE_ARTIFACT, TopKRecommender
+from pipelines.serving import BUNDLE_ARTIFACT, DEFAULT_K, TopKRecommender
 
 CHAMPION = "champion"
 SELECTION_METRIC = "valid_recall_20"
@@ -86,7 +86,7 @@ class MlflowTracking(dg.ConfigurableResource):
                 name="model",
                 python_model=TopKRecommender(),
                 artifacts={BUNDLE_ARTIFACT: str(bundle_dir)},
-                input_example=pd.DataFrame({"user_id": [0, 1]}),
+                input_example=(pd.DataFrame({"user_id": [0, 1]}), {"k": DEFAULT_K}),
                 pip_requirements=["fitmm-pipeline", "mlflow==3.17.2", "torch==2.13.0", "safetensors"],
             )
         version = self.client().create_model_version(

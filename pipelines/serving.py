@@ -3,8 +3,8 @@
 The artifact is a model bundle (``fitmm_core.bundle``): the model is rebuilt from its config and a
 safetensors state dict, so nothing is pickled. Load it with
 ``mlflow.pyfunc.load_model("models:/fitmm-demo@champion")`` and call ``predict`` on a DataFrame with
-a ``user_id`` column (contiguous ids, see the dataset's ``u_id_mapping.csv``); an optional ``k``
-column (first row) sets the list length (default 10).
+a ``user_id`` column (contiguous ids, see the dataset's ``u_id_mapping.csv``); the inference
+parameter ``k`` sets the list length: ``predict(frame, params={"k": 5})`` (default 10).
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ class TopKRecommender(mlflow.pyfunc.PythonModel):
 
         if "user_id" not in model_input.columns:
             raise ValueError(f"input needs a 'user_id' column; got columns {list(model_input.columns)}")
-        k = int(model_input["k"].iloc[0]) if "k" in model_input.columns else DEFAULT_K
+        k = int((params or {}).get("k", DEFAULT_K))
         users = model_input["user_id"].to_numpy()
         items, scores = recommend(self.bundle, users, k)
         n_users, width = items.shape

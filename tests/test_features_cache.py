@@ -11,7 +11,8 @@ import pytest
 import torch
 from PIL import Image, ImageDraw
 
-from fitmm_core.features.cache import FeatureCache, content_key, default_cache_dir, folder_fingerprint
+from fitmm_core.features.cache import FeatureCache, content_key, folder_fingerprint
+from fitmm_core.paths import feature_cache_dir
 from fitmm_core.features.encode import encode_images, encode_text
 from fitmm_core.features.image import TorchImageEncoder, load_efficientnet_lite0
 from fitmm_core.features.text import SentenceTransformerEncoder, bundled_minilm_folder
@@ -78,10 +79,10 @@ def test_keys_and_default_location(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     assert content_key("abc") == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
     assert content_key(b"abc") == content_key("abc")
     monkeypatch.setenv("FITMM_HOME", str(tmp_path / "home"))
-    assert default_cache_dir() == tmp_path / "home" / "feature_cache"
+    assert feature_cache_dir() == tmp_path / "home" / "feature_cache"
     monkeypatch.delenv("FITMM_HOME")
     monkeypatch.chdir(tmp_path)
-    assert default_cache_dir() == tmp_path / ".fitmm" / "feature_cache"
+    assert feature_cache_dir() == tmp_path / ".fitmm" / "feature_cache"
 
 
 def test_folder_fingerprint_follows_weights_not_readme(tmp_path: Path) -> None:

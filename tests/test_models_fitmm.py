@@ -1,7 +1,5 @@
 """The assembled FITMM model: shapes, loss terms, training, reload, ablations, missing modalities."""
 
-import io
-
 import numpy as np
 import pytest
 import torch
@@ -55,10 +53,24 @@ def test_shapes_and_loss_terms():
     torch.testing.assert_close(out["loss"], total)
     assert out["ib"] >= 0 and out["consistency"] > 0 and out["reg"] > 0
     forward = model()
-    assert forward.final.shape == (50, 16) and forward.bands.shape == (2, 50, 3, 16)
-    torch.testing.assert_close(forward.bands.sum(dim=2), model.encoder.modality_representations(), atol=1e-5, rtol=0)
+    assert forward.final.shape == (50, 16) and forward.coefficients.shape == (2, 50, 16)
+    modality = model.encoder.modality_representations()
+    torch.testing.assert_close(model.spectral(modality).sum(dim=2), modality, atol=1e-5, rtol=0)
+    components = model.spectral.components(model.fusion(forward.coefficients, model.spectral.slices))
+    gates = torch.sigmoid(forward.gate_logits)
+    expected = model.encoder()[1] + (gates.unsqueeze(-1) * components).sum(dim=1)
+    torch.testing.assert_close(forward.final, expected)
     scores = model.eval().full_sort_predict(torch.tensor([0, 5, 29]))
     assert scores.shape == (3, 20)
+
+
+def test_batch_forward_equals_the_rows_of_the_full_forward():
+    model = build()
+    nodes = torch.tensor([3, 0, 41, 30, 49])
+    part, full = model(nodes), model()
+    torch.testing.assert_close(part.final, full.final[nodes])
+    torch.testing.assert_close(part.coefficients, full.coefficients[:, nodes])
+    torch.testing.assert_close(part.gate_logits, full.gate_logits[nodes])
 
 
 def test_loss_decreases_and_planted_preferences_are_learned():
@@ -73,7 +85,7 @@ def test_loss_decreases_and_planted_preferences_are_learned():
     assert scores[same_group].mean() > scores[~same_group].mean() + 1.0
 
 
-def test_state_dict_round_trip_reproduces_scores_exactly(tmp_path):
+def test_state_dict_round_trip_reproduces_scores_exactly():
     inputs = tiny_inputs(dim=12)
     model = build(inputs, feature_rank=5)
     assert model.encoder.feature_basis_image.shape == (12, 5)
@@ -142,7 +154,8 @@ def test_every_setting_trains(settings):
 def test_without_gate_the_bands_are_summed():
     model = build(use_gate=False)
     forward = model()
-    expected = model.encoder()[1] + model.fusion(forward.bands).sum(dim=1)
+    fused = model.fusion(forward.coefficients, model.spectral.slices)
+    expected = model.encoder()[1] + model.spectral.components(fused).sum(dim=1)
     torch.testing.assert_close(forward.final, expected)
 
 
@@ -159,7 +172,7 @@ def test_no_modality_is_lightgcn():
     inputs = tiny_inputs(modalities=())
     model = build(inputs)
     forward = model()
-    assert forward.bands is None
+    assert forward.coefficients is None
     torch.testing.assert_close(forward.final, model.encoder()[1])
     assert model.band_gains() == {}
     history = train_steps(model, full_batch(inputs), steps=10)

@@ -72,16 +72,20 @@ def test_dct_basis_is_orthonormal_and_ordered_by_frequency():
     assert sign_changes == list(range(8))
 
 
-def test_fusion_is_a_per_band_convex_combination():
+def test_fusion_is_a_per_band_convex_combination_of_modality_bands():
+    spectral = SpectralDecomposition(5, num_bands=2, basis="dct")
     fusion = WithinBandFusion(num_bands=2, num_modalities=2)
     with torch.no_grad():
         fusion.logits.copy_(torch.tensor([[0.0, 0.0], [math.log(3.0), 0.0]]))
-    bands = torch.randn(2, 5, 2, 4, generator=generator())
-    out = fusion(bands)
-    torch.testing.assert_close(out[:, 0], 0.5 * bands[0, :, 0] + 0.5 * bands[1, :, 0])
-    torch.testing.assert_close(out[:, 1], 0.75 * bands[0, :, 1] + 0.25 * bands[1, :, 1])
+    image, text = torch.randn(2, 7, 5, generator=generator())
+    fused = fusion(spectral.coefficients(torch.stack([image, text])), spectral.slices)
+    components = spectral.components(fused)
+    p0, p1 = spectral.projector(0), spectral.projector(1)
+    torch.testing.assert_close(components[:, 0], 0.5 * image @ p0 + 0.5 * text @ p0, rtol=0, atol=1e-5)
+    torch.testing.assert_close(components[:, 1], 0.75 * image @ p1 + 0.25 * text @ p1, rtol=0, atol=1e-5)
     single = WithinBandFusion(num_bands=2, num_modalities=1)
-    assert torch.equal(single(bands[:1]), bands[0])
+    coefficients = spectral.coefficients(image)
+    assert torch.equal(single(coefficients.unsqueeze(0), spectral.slices), coefficients)
 
 
 def test_gate_with_zero_gates_returns_the_base_exactly():
@@ -96,27 +100,45 @@ def test_gate_with_zero_gates_returns_the_base_exactly():
     torch.testing.assert_close(ones, base + components.sum(dim=1))
 
 
-def planted_bands(n=4000, d=6):
-    """Two modalities, three bands: bands 0 and 1 share a signal, band 2 is independent noise."""
+SLICES = band_slices(18, 3)
+
+
+def planted_coefficients(n=4000):
+    """Two modalities, three bands of 6 coordinates: bands 0 and 1 share a signal, band 2 is
+    independent noise in each modality."""
     g = generator()
-    signal = torch.randn(n, 2, d, generator=g)
-    image = torch.cat([signal + 0.1 * torch.randn(n, 2, d, generator=g), torch.randn(n, 1, d, generator=g)], 1)
-    text = torch.cat([signal + 0.1 * torch.randn(n, 2, d, generator=g), torch.randn(n, 1, d, generator=g)], 1)
+    signal = torch.randn(n, 12, generator=g)
+    image = torch.cat([signal + 0.1 * torch.randn(n, 12, generator=g), torch.randn(n, 6, generator=g)], 1)
+    text = torch.cat([signal + 0.1 * torch.randn(n, 12, generator=g), torch.randn(n, 6, generator=g)], 1)
     return torch.stack([image, text])
 
 
 def test_signal_noise_estimate_on_planted_bands():
-    signal, noise = band_signal_noise(planted_bands())
+    signal, noise = band_signal_noise(planted_coefficients(), SLICES)
     torch.testing.assert_close(signal[:2], torch.full((2,), 6.0), rtol=0.1, atol=0)
     torch.testing.assert_close(noise[:2], torch.full((2,), 0.06), rtol=0.2, atol=0)
     assert signal[2] < 0.3 and noise[2] > 5.5
     with pytest.raises(ValueError, match="two modalities"):
-        band_signal_noise(planted_bands()[:1])
+        band_signal_noise(planted_coefficients()[:1], SLICES)
+
+
+def test_signal_noise_matches_the_band_definition_for_three_modalities():
+    x = torch.randn(3, 50, 4, generator=generator())
+    slices = band_slices(4, 2)
+    signal, noise = band_signal_noise(x, slices)
+    centered = x - x.mean(dim=1, keepdim=True)
+    for b, s in enumerate(slices):
+        gram = torch.einsum("mnd,knd->mk", centered[..., s], centered[..., s]) / 50
+        power = gram.diagonal().mean()
+        cross = (gram.sum() - gram.diagonal().sum()) / 6
+        expected_signal = cross.clamp(min=0).minimum(power)
+        torch.testing.assert_close(signal[b], expected_signal, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(noise[b], power - expected_signal, rtol=1e-5, atol=1e-6)
 
 
 def test_ib_shuts_off_the_noise_band_and_keeps_signal_bands():
     ib = FrequencyInformationBottleneck(beta=4.0)
-    gains = ib.gains(planted_bands())
+    gains = ib.gains(planted_coefficients(), SLICES)
     assert gains.wiener[2] < 0.05 and gains.target_gate[2] == 0 and gains.shrinkage[2] == 0
     assert (gains.wiener[:2] > 0.98).all() and (gains.target_gate[:2] > 0.99).all()
     # the IB term alone drives free gates to the same allocation
@@ -146,27 +168,43 @@ def test_ib_target_gate_minimises_the_band_lagrangian(wiener):
 
 def test_ib_loss_is_non_negative_and_zero_at_the_optimum():
     ib = FrequencyInformationBottleneck(beta=4.0)
-    gains = ib.gains(planted_bands())
+    gains = ib.gains(planted_coefficients(), SLICES)
     random_logits = torch.randn(50, 3, generator=generator())
     assert ib(random_logits, gains) >= 0
     at_optimum = torch.logit(gains.target_gate.clamp(min=1e-6)).unsqueeze(0)
     assert ib(at_optimum, gains).abs() < 1e-4
 
 
-def test_consistency_is_zero_for_aligned_and_positive_for_misaligned_modalities():
-    x = torch.randn(10, 3, 4, generator=generator())
+@pytest.mark.parametrize("dim", [12, 11])  # equal and unequal band sizes
+def test_consistency_is_zero_for_aligned_and_positive_for_misaligned_modalities(dim):
+    slices = band_slices(dim, 3)
+    x = torch.randn(10, dim, generator=generator())
     cosine = SpectralConsistency("cosine")
-    assert cosine(torch.stack([x, 2.0 * x])).abs() < 1e-6
-    assert cosine(torch.stack([x, -x])) == pytest.approx(2.0, abs=1e-6)
-    assert cosine(torch.stack([x, torch.randn(10, 3, 4, generator=generator(1))])) > 0.5
-    assert cosine(x.unsqueeze(0)) == 0
+    assert cosine(torch.stack([x, 2.0 * x]), slices).abs() < 1e-6
+    assert cosine(torch.stack([x, -x]), slices) == pytest.approx(2.0, abs=1e-6)
+    assert cosine(torch.stack([x, torch.randn(10, dim, generator=generator(1))]), slices) > 0.5
+    assert cosine(x.unsqueeze(0), slices) == 0
+    # aligned in bands 0 and 2, opposite in band 1: (0 + 2 + 0) / 3
+    flipped = x.clone()
+    flipped[:, slices[1]] *= -1
+    assert cosine(torch.stack([x, flipped]), slices) == pytest.approx(2 / 3, abs=1e-6)
+
+
+def test_consistency_on_coefficients_equals_cosine_of_band_representations():
+    spectral = SpectralDecomposition(8, num_bands=2, basis="dct")
+    image, text = torch.randn(2, 6, 8, generator=generator())
+    loss = SpectralConsistency("cosine")(spectral.coefficients(torch.stack([image, text])), spectral.slices)
+    bands_image, bands_text = spectral(image), spectral(text)
+    expected = (1 - torch.nn.functional.cosine_similarity(bands_image, bands_text, dim=-1)).mean()
+    torch.testing.assert_close(loss, expected, rtol=1e-5, atol=1e-6)
 
 
 def test_infonce_consistency_prefers_aligned_pairs():
-    x = torch.randn(16, 2, 8, generator=generator())
+    x = torch.randn(16, 16, generator=generator())
+    slices = band_slices(16, 2)
     infonce = SpectralConsistency("infonce", temperature=0.1)
-    aligned = infonce(torch.stack([x, x]))
-    shuffled = infonce(torch.stack([x, x[torch.randperm(16, generator=generator(3))]]))
+    aligned = infonce(torch.stack([x, x]), slices)
+    shuffled = infonce(torch.stack([x, x[torch.randperm(16, generator=generator(3))]]), slices)
     assert aligned < 0.1 and shuffled > 1.0
 
 

@@ -48,7 +48,12 @@ def test_unknown_model_lists_available_ones():
 
 @pytest.mark.parametrize(
     "value, default, message",
-    [("abc", 3, "expected int"), ("maybe", True, "expected a boolean"), ("1e", 0.5, "expected float"), (2.5, 3, "expected int")],
+    [
+        ("abc", 3, "expected int"),
+        ("maybe", True, "expected a boolean"),
+        ("1e", 0.5, "expected float"),
+        (2.5, 3, "expected int"),
+    ],
 )
 def test_bad_values_are_rejected(value, default, message):
     with pytest.raises(ValueError, match=f"setting x={value!r}: {message}"):

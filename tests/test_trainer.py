@@ -15,7 +15,7 @@ from fitmm_core.data.mmrec_format import MMRecData
 from fitmm_core.evaluation.evaluator import RankingEvaluator, evaluate
 from fitmm_core.models.base import BprBatch, Recommender
 from fitmm_core.training.checkpoint import CheckpointError
-from fitmm_core.training.device import resolve_device
+from fitmm_core.device import resolve_device
 from fitmm_core.training.trainer import NonFiniteLossError, TrainConfig, fit
 
 

@@ -26,7 +26,7 @@ import torch
 from fitmm_core.data.mmrec_format import MMRecData
 from fitmm_core.evaluation.metrics import ranking_metrics
 from fitmm_core.models.base import Recommender
-from fitmm_core.training.device import model_device, resolve_device
+from fitmm_core.device import model_device, resolve_device
 
 SPLITS = ("valid", "test")
 

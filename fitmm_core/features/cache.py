@@ -9,7 +9,6 @@ encoding job write at the same time.
 from __future__ import annotations
 
 import hashlib
-import os
 import sqlite3
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -18,11 +17,6 @@ import numpy as np
 
 CACHE_FILE = "vectors.sqlite"
 _SQLITE_MAX_VARIABLES = 900
-
-
-def default_cache_dir() -> Path:
-    """``$FITMM_HOME/feature_cache``, with ``FITMM_HOME`` defaulting to ``.fitmm`` in the current directory."""
-    return Path(os.environ.get("FITMM_HOME") or Path.cwd() / ".fitmm") / "feature_cache"
 
 
 def content_key(content: bytes | str) -> str:

@@ -31,11 +31,13 @@ from fitmm_core.data.mmrec_format import (
     save_features,
     update_manifest,
 )
-from fitmm_core.features.cache import FeatureCache, content_key, default_cache_dir
+from fitmm_core.data.sources import file_sha256
+from fitmm_core.features.cache import FeatureCache, content_key
+from fitmm_core.paths import feature_cache_dir
 from fitmm_core.features.errors import EncoderConfigError
 from fitmm_core.features.image import EFFICIENTNET_LITE0, ImageEncoder, load_image_encoder
 from fitmm_core.features.image_decode import default_decode_workers, iter_decoded_batches
-from fitmm_core.features.image_sources import FetchSettings, ImageSource, file_sha256, hash_files, resolve_image_sources
+from fitmm_core.features.image_sources import FetchSettings, ImageSource, hash_files, resolve_image_sources
 from fitmm_core.features.text import DEFAULT_TEXT_ENCODER, SentenceTransformerEncoder, TextEncoder
 
 logger = logging.getLogger(__name__)
@@ -185,7 +187,7 @@ def _record(folder: Path, modality: str, entry: dict) -> None:
 
 
 def _open_cache(cache_dir: Path | None) -> FeatureCache:
-    return FeatureCache(Path(cache_dir) if cache_dir is not None else default_cache_dir())
+    return FeatureCache(Path(cache_dir) if cache_dir is not None else feature_cache_dir())
 
 
 def _report(identity: str, dim: int, n_items: int, n_cached: int, n_missing: int, seconds: float) -> dict:
@@ -265,7 +267,7 @@ def encode_images(
     loading = time.perf_counter()
     model = load_image_encoder(encoder, device) if isinstance(encoder, str) else encoder
     started = time.perf_counter()
-    cache_root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    cache_root = Path(cache_dir) if cache_dir is not None else feature_cache_dir()
     sources = resolve_image_sources(items.images, folder, cache_root / IMAGE_DOWNLOADS, fetch, progress)
     with _open_cache(cache_root) as cache:
         result = embed_image_sources(sources, model, cache, batch_size, decode_workers, progress)

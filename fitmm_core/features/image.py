@@ -24,7 +24,7 @@ from PIL import Image
 from torch import nn
 
 from fitmm_core.features.cache import folder_fingerprint
-from fitmm_core.features.device import inference_precision, resolve_device
+from fitmm_core.device import inference_precision, resolve_device
 from fitmm_core.features.errors import EncoderConfigError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)

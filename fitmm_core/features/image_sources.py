@@ -26,6 +26,7 @@ from typing import cast
 from tqdm.auto import tqdm
 
 from fitmm_core.data.mmrec_format import atomic_write_bytes
+from fitmm_core.data.sources import file_sha256, is_url
 
 logger = logging.getLogger(__name__)
 
@@ -67,10 +68,6 @@ class FetchFailure(Exception):
         self.kind = kind
         self.detail = detail
         self.retryable = retryable
-
-
-def is_url(reference: str) -> bool:
-    return reference.startswith(("http://", "https://"))
 
 
 def url_cache_path(url: str, download_dir: Path) -> Path:
@@ -184,15 +181,6 @@ def resolve_image_sources(
                 bar.update()
             bar.close()
     return cast(list[ImageSource], sources)
-
-
-def file_sha256(path: Path) -> str:
-    """The sha256 hex digest of a file's bytes."""
-    digest = hashlib.sha256()
-    with Path(path).open("rb") as handle:
-        while block := handle.read(1 << 20):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def hash_files(paths: Sequence[Path], workers: int = 8) -> list[str]:

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from fitmm_core.features.cache import folder_fingerprint
-from fitmm_core.features.device import inference_precision, resolve_device
+from fitmm_core.device import inference_precision, resolve_device
 from fitmm_core.features.errors import EncoderConfigError
 
 DEFAULT_TEXT_ENCODER = "sentence-transformers/all-MiniLM-L6-v2"

@@ -40,10 +40,16 @@ def _constructor_defaults(cls: type[Recommender]) -> dict[str, Any]:
 MODELS: dict[str, ModelSpec] = {
     spec.name: spec
     for spec in (
-        ModelSpec("mostpop", MostPop, _constructor_defaults(MostPop), 0.0, "Most popular items in training"),
-        ModelSpec("lightgcn", LightGCN, _constructor_defaults(LightGCN), 1e-3, "LightGCN on the user-item graph (ID only)"),
-        ModelSpec("freedom", FREEDOM, _constructor_defaults(FREEDOM), 1e-3, "FREEDOM: frozen kNN item graph + pruned user-item graph"),
-        ModelSpec("fitmm", FITMM, _constructor_defaults(FITMM), 1e-3, "FITMM: spectral bands, within-band fusion, gate, IB"),
+        ModelSpec("mostpop", MostPop, _constructor_defaults(MostPop), 0.0, "most popular training items"),
+        ModelSpec("lightgcn", LightGCN, _constructor_defaults(LightGCN), 1e-3, "LightGCN on the user-item graph"),
+        ModelSpec(
+            "freedom", FREEDOM, _constructor_defaults(FREEDOM), 1e-3,
+            "FREEDOM: frozen kNN item graph + degree-sensitive pruning of the user-item graph",
+        ),
+        ModelSpec(
+            "fitmm", FITMM, _constructor_defaults(FITMM), 1e-3,
+            "FITMM: spectral bands, within-band fusion, residual gate, frequency-domain IB",
+        ),
     )
 }
 

@@ -40,7 +40,7 @@ from fitmm_core.training.checkpoint import (
     restore_rng_state,
     save_checkpoint,
 )
-from fitmm_core.training.device import resolve_device, synchronize
+from fitmm_core.device import resolve_device, synchronize
 from fitmm_core.training.sampler import BprSampler
 
 logger = logging.getLogger(__name__)

@@ -40,7 +40,7 @@ class SpectralConsistency(nn.Module):
         self.temperature = temperature
 
     def _pair_loss(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        """``a``, ``b``: ``(N, B, d)`` band representations of two modalities."""
+        """``a``, ``b``: ``(N, B, d_b)`` band coefficients of two modalities (equal band sizes)."""
         if self.mode == "cosine":
             return (1.0 - F.cosine_similarity(a, b, dim=-1)).mean()
         a_unit = F.normalize(a, dim=-1).transpose(0, 1)
@@ -51,9 +51,19 @@ class SpectralConsistency(nn.Module):
         backward = F.cross_entropy(logits.transpose(1, 2).flatten(0, 1), labels.flatten())
         return 0.5 * (forward + backward)
 
-    def forward(self, bands: torch.Tensor) -> torch.Tensor:
-        """``bands`` ``(M, N, B, d)`` -> scalar loss."""
-        pairs = list(itertools.combinations(range(bands.shape[0]), 2))
+    def _band_pair_loss(self, a: torch.Tensor, b: torch.Tensor, slices: list[slice]) -> torch.Tensor:
+        sizes = {s.stop - s.start for s in slices}
+        if len(sizes) == 1:
+            size = sizes.pop()
+            return self._pair_loss(a.unflatten(-1, (len(slices), size)), b.unflatten(-1, (len(slices), size)))
+        return torch.stack([self._pair_loss(a[:, None, s], b[:, None, s]) for s in slices]).mean()
+
+    def forward(self, coefficients: torch.Tensor, slices: list[slice]) -> torch.Tensor:
+        """``coefficients`` ``(M, N, d)`` (band ``b`` owns ``slices[b]``) -> scalar loss.
+
+        Cosines and inner products of coefficients equal those of the band representations.
+        """
+        pairs = list(itertools.combinations(range(coefficients.shape[0]), 2))
         if not pairs:
-            return bands.new_zeros(())
-        return torch.stack([self._pair_loss(bands[m], bands[k]) for m, k in pairs]).mean()
+            return coefficients.new_zeros(())
+        return torch.stack([self._band_pair_loss(coefficients[m], coefficients[k], slices) for m, k in pairs]).mean()

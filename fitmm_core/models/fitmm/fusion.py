@@ -10,12 +10,14 @@ class WithinBandFusion(nn.Module):
     r"""Per-band convex combination of the modalities' band representations.
 
     .. math::
-        c_b = \sum_{m=1}^{M} w_{b,m}\, X_m P_b, \qquad
+        c_b = \sum_{m=1}^{M} w_{b,m}\, X_m P_b
+            = \Big(\sum_{m} w_{b,m}\, X_m V_b\Big) V_b^\top, \qquad
         w_{b,\cdot} = \operatorname{softmax}(\theta_{b,\cdot}),
 
     with :math:`\theta \in \mathbb{R}^{B \times M}` (initialised to zero: equal weights). Each band
-    learns which modality it trusts; with one modality :math:`w_{b,1} = 1` and
-    :math:`c_b = X_1 P_b`.
+    learns which modality it trusts; with one modality :math:`w_{b,1} = 1`. The mixture is taken on
+    the spectral coefficients :math:`X_m V` (band :math:`b` owns the coordinates ``slices[b]``);
+    :meth:`SpectralDecomposition.components` maps the result back to :math:`c_b`.
 
     Args:
         num_bands: ``B``.
@@ -32,6 +34,10 @@ class WithinBandFusion(nn.Module):
         """:math:`w` as a ``(B, M)`` matrix whose rows sum to one."""
         return torch.softmax(self.logits, dim=1)
 
-    def forward(self, bands: torch.Tensor) -> torch.Tensor:
-        """``bands`` ``(M, N, B, d)`` -> components ``(N, B, d)``."""
-        return torch.einsum("mnbd,bm->nbd", bands, self.weights())
+    def forward(self, coefficients: torch.Tensor, slices: list[slice]) -> torch.Tensor:
+        """``coefficients`` ``(M, N, d)`` -> fused coefficients ``(N, d)``."""
+        weights = self.weights()
+        per_coordinate = torch.cat(
+            [weights[b].unsqueeze(1).expand(-1, s.stop - s.start) for b, s in enumerate(slices)], dim=1
+        )
+        return (coefficients * per_coordinate.unsqueeze(1)).sum(dim=0)

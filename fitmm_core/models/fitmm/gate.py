@@ -29,13 +29,13 @@ class ResidualBandGate(nn.Module):
         nn.init.zeros_(self.linear.bias)
 
     def logits(self, context: torch.Tensor) -> torch.Tensor:
-        """:math:`w_b^\\top z + a_b` as ``(N, B)``."""
+        r""":math:`w_b^\top z + a_b` as ``(N, B)``."""
         return self.linear(context)
 
     @staticmethod
     def combine(base: torch.Tensor, components: torch.Tensor, gates: torch.Tensor) -> torch.Tensor:
         """``base`` ``(N, d)`` + sum over bands of ``gates`` ``(N, B)`` times ``components`` ``(N, B, d)``."""
-        return base + torch.einsum("nb,nbd->nd", gates, components)
+        return base + (gates.unsqueeze(-1) * components).sum(dim=1)
 
     def forward(self, base: torch.Tensor, components: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
         return self.combine(base, components, torch.sigmoid(self.logits(context)))

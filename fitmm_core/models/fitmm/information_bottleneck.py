@@ -56,21 +56,25 @@ class BandGains:
     shrinkage: torch.Tensor
 
 
-def band_signal_noise(bands: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    r"""Signal power :math:`S_b` and noise power :math:`N_b` per band from ``bands`` ``(M, N, B, d)``.
+def band_signal_noise(coefficients: torch.Tensor, slices: list[slice]) -> tuple[torch.Tensor, torch.Tensor]:
+    r"""Signal power :math:`S_b` and noise power :math:`N_b` per band.
 
+    ``coefficients`` ``(M, N, d)`` are the modalities' spectral coefficients (band :math:`b` owns
+    the coordinates ``slices[b]``; inner products of coefficients equal those of the bands).
     :math:`S_b = \operatorname{clip}(\overline{C}_{b}, 0, \overline{P}_b)` with :math:`\overline{C}_b`
     the mean cross power over modality pairs and :math:`\overline{P}_b` the mean own power;
     :math:`N_b = \overline{P}_b - S_b`. Needs at least two modalities.
     """
-    n_modalities, n_nodes = bands.shape[0], bands.shape[1]
+    n_modalities = coefficients.shape[0]
     if n_modalities < 2:
         raise ValueError(f"signal/noise estimation needs at least two modalities; got {n_modalities}")
-    centered = bands - bands.mean(dim=1, keepdim=True)
-    gram = torch.einsum("mnbd,knbd->bmk", centered, centered) / n_nodes
-    own = gram.diagonal(dim1=1, dim2=2)
-    power = own.mean(dim=1)
-    cross = (gram.sum(dim=(1, 2)) - own.sum(dim=1)) / (n_modalities * (n_modalities - 1))
+    centered = coefficients - coefficients.mean(dim=1, keepdim=True)
+    summed = centered.sum(dim=0)
+    own_per_coordinate = centered.pow(2).mean(dim=1).sum(dim=0)
+    all_pairs_per_coordinate = summed.pow(2).mean(dim=0)
+    power = torch.stack([own_per_coordinate[s].sum() for s in slices]) / n_modalities
+    all_pairs = torch.stack([all_pairs_per_coordinate[s].sum() for s in slices])
+    cross = (all_pairs - n_modalities * power) / (n_modalities * (n_modalities - 1))
     signal = torch.minimum(cross.clamp(min=0.0), power)
     return signal, power - signal
 
@@ -102,15 +106,18 @@ class FrequencyInformationBottleneck(nn.Module):
         self.max_gain = max_gain
 
     @torch.no_grad()
-    def gains(self, bands: torch.Tensor) -> BandGains:
-        """Wiener gain, IB-optimal gate and shrinkage per band of ``bands`` ``(M, N, B, d)``."""
-        signal, noise = band_signal_noise(bands.detach().to(torch.float64))
+    def gains(self, coefficients: torch.Tensor, slices: list[slice]) -> BandGains:
+        """Wiener gain, IB-optimal gate and shrinkage per band (see :func:`band_signal_noise`)."""
+        signal, noise = band_signal_noise(coefficients.detach(), slices)
+        signal, noise = signal.to(torch.float64), noise.to(torch.float64)
         total = signal + noise
-        wiener = torch.where(total > 0, signal / total.clamp(min=torch.finfo(total.dtype).tiny), torch.zeros_like(total))
+        ratio = signal / total.clamp(min=torch.finfo(total.dtype).tiny)
+        wiener = torch.where(total > 0, ratio, torch.zeros_like(total))
         wiener = wiener.clamp(max=self.max_gain)
         shrinkage = ((self.beta * wiener - 1.0) / (self.beta - 1.0)).clamp(min=0.0, max=1.0)
-        target = torch.where(wiener > 0, shrinkage / wiener.clamp(min=1e-12), torch.zeros_like(wiener)).clamp(max=1.0)
-        dtype = bands.dtype
+        target = torch.where(wiener > 0, shrinkage / wiener.clamp(min=1e-12), torch.zeros_like(wiener))
+        target = target.clamp(max=1.0 - 1e-6)  # < 1 in exact arithmetic; keeps log(1 - g*) finite in float32
+        dtype = coefficients.dtype
         return BandGains(signal.to(dtype), noise.to(dtype), wiener.to(dtype), target.to(dtype), shrinkage.to(dtype))
 
     def lagrangian(self, gate_logits: torch.Tensor, wiener: torch.Tensor) -> torch.Tensor:

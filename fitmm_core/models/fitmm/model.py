@@ -13,7 +13,7 @@ from fitmm_core.models.fitmm.fusion import WithinBandFusion
 from fitmm_core.models.fitmm.gate import ResidualBandGate
 from fitmm_core.models.fitmm.information_bottleneck import FrequencyInformationBottleneck
 from fitmm_core.models.fitmm.representations import GraphEnhancedRepresentations
-from fitmm_core.models.fitmm.spectral import SpectralDecomposition
+from fitmm_core.models.fitmm.spectral import SPECTRAL_BASES, SpectralDecomposition
 from fitmm_core.models.losses import embedding_l2, ranking_loss
 from fitmm_core.models.modalities import modality_features
 from fitmm_core.models.propagation import GraphRecommender
@@ -21,11 +21,11 @@ from fitmm_core.models.propagation import GraphRecommender
 
 @dataclass(frozen=True)
 class FITMMForward:
-    """Everything one full forward pass computes, for all ``U + I`` nodes."""
+    """What one forward pass computes for the requested nodes (rows in request order)."""
 
     ego: torch.Tensor
     final: torch.Tensor
-    bands: torch.Tensor | None
+    coefficients: torch.Tensor | None
     gate_logits: torch.Tensor | None
 
 
@@ -51,8 +51,11 @@ class FITMM(GraphRecommender):
 
     :math:`\mathcal L_{rank}` BPR (``loss="bpr"``) or the pairwise BCE of the authors' release
     (``loss="bce"``), :math:`\mathcal L_{IB}` the frequency-domain IB term on the gates of the
-    batch's nodes (:class:`FrequencyInformationBottleneck`), :math:`\mathcal L_C` the cross-modal
-    spectral consistency of the batch's nodes (:class:`SpectralConsistency`).
+    batch's distinct nodes, with the band signal and noise powers estimated on those nodes
+    (:class:`FrequencyInformationBottleneck`), :math:`\mathcal L_C` the cross-modal spectral
+    consistency of the same nodes (:class:`SpectralConsistency`). A training step propagates the
+    ID embeddings over the whole graph (as LightGCN) and computes the rest for the batch's nodes
+    only: every later stage is row-wise.
 
     Switches (one ablation each): ``use_spectral=False`` treats the whole space as one band;
     ``use_gate=False`` fixes every gate at 1 (plain sum; the IB term, which acts on the gates, is
@@ -107,9 +110,12 @@ class FITMM(GraphRecommender):
         use_consistency: bool = True,
     ) -> None:
         super().__init__()
+        if spectral_basis not in SPECTRAL_BASES:
+            raise ValueError(f"spectral_basis={spectral_basis!r}; expected one of {SPECTRAL_BASES}")
         if loss not in ("bpr", "bce"):
             raise ValueError(f"loss={loss!r}; expected 'bpr' or 'bce'")
-        for name, value in (("lambda_ib", lambda_ib), ("lambda_consistency", lambda_consistency), ("reg_weight", reg_weight)):
+        weights = {"lambda_ib": lambda_ib, "lambda_consistency": lambda_consistency, "reg_weight": reg_weight}
+        for name, value in weights.items():
             if value < 0:
                 raise ValueError(f"{name}={value} must be non-negative")
         self.n_users, self.n_items = inputs.n_users, inputs.n_items
@@ -126,70 +132,65 @@ class FITMM(GraphRecommender):
             embedding_dim, num_layers, n_mm_layers, feature_rank,
         )
         self.num_modalities = len(features)
-        bands = num_bands if use_spectral else 1
-        self.spectral = SpectralDecomposition(embedding_dim, num_bands, spectral_basis) if use_spectral else None
-        self.fusion = WithinBandFusion(bands, max(self.num_modalities, 1))
-        self.gate = ResidualBandGate(embedding_dim, bands)
+        if use_spectral:
+            self.spectral = SpectralDecomposition(embedding_dim, num_bands, spectral_basis)
+        else:  # one band spanning the whole space (its projector is the identity)
+            self.spectral = SpectralDecomposition(embedding_dim, 1, "dct")
+        self.fusion = WithinBandFusion(self.spectral.num_bands, max(self.num_modalities, 1))
+        self.gate = ResidualBandGate(embedding_dim, self.spectral.num_bands)
         self.information_bottleneck = FrequencyInformationBottleneck(ib_beta)
         self.consistency = SpectralConsistency(consistency, temperature)
 
     @property
     def num_bands(self) -> int:
-        return self.spectral.num_bands if self.spectral is not None else 1
-
-    def _decompose(self, modality: torch.Tensor) -> torch.Tensor:
-        """``(M, N, d)`` -> bands ``(M, N, B, d)``."""
-        if self.spectral is None:
-            return modality.unsqueeze(2)
-        if self.spectral.needs_refresh:
-            self.spectral.refresh(modality)
-        return self.spectral(modality)
+        return self.spectral.num_bands
 
     def pre_epoch(self) -> None:
         """Refresh the covariance basis from the current (detached) modality representations."""
-        if self.spectral is None or self.num_modalities == 0:
+        if self.num_modalities == 0 or self.spectral.basis_kind != "covariance":
             return
         with torch.no_grad():
             self.spectral.refresh(self.encoder.modality_representations())
         self.clear_inference_cache()
 
-    def forward(self) -> FITMMForward:
-        ego, base, modality = self.encoder()
+    def forward(self, nodes: torch.Tensor | None = None) -> FITMMForward:
+        """Representations of ``nodes`` (indices into users ``0..U-1`` then items ``U..U+I-1``;
+        all nodes when ``None``). Everything after the full ID propagation is row-wise, so a batch
+        only pays for its own nodes."""
+        ego, base, modality = self.encoder(nodes)
         if modality is None:
             return FITMMForward(ego, base, None, None)
-        bands = self._decompose(modality)
-        components = self.fusion(bands)
+        if self.spectral.needs_refresh:
+            self.spectral.refresh(modality if nodes is None else self.encoder.modality_representations())
+        coefficients = self.spectral.coefficients(modality)
+        components = self.spectral.components(self.fusion(coefficients, self.spectral.slices))
         if self.use_gate:
             logits = self.gate.logits(ego)
             final = ResidualBandGate.combine(base, components, torch.sigmoid(logits))
         else:
             logits = None
             final = base + components.sum(dim=1)
-        return FITMMForward(ego, final, bands, logits)
+        return FITMMForward(ego, final, coefficients, logits)
 
     def representations(self) -> tuple[torch.Tensor, torch.Tensor]:
         final = self().final
         return final[: self.n_users], final[self.n_users :]
 
     def calculate_loss(self, batch: BprBatch) -> dict[str, torch.Tensor]:
-        out = self()
-        pos_nodes = batch.pos_items + self.n_users
-        neg_nodes = batch.neg_items + self.n_users
-        users = out.final[batch.users]
-        rank = ranking_loss(
-            self.loss_kind, (users * out.final[pos_nodes]).sum(-1), (users * out.final[neg_nodes]).sum(-1)
-        )
-        reg = self.reg_weight * embedding_l2(out.ego[batch.users], out.ego[pos_nodes], out.ego[neg_nodes])
-        zero = rank.new_zeros(())
-        ib, consistency = zero, zero
-        cross_modal = out.bands is not None and self.num_modalities >= 2
-        if cross_modal:
-            nodes = torch.unique(torch.cat([batch.users, pos_nodes, neg_nodes]))
+        """Loss terms of a batch; the IB statistics are estimated on the batch's distinct nodes."""
+        triples = torch.stack([batch.users, batch.pos_items + self.n_users, batch.neg_items + self.n_users])
+        nodes, rows = torch.unique(triples, return_inverse=True)
+        out = self(nodes)
+        user, pos, neg = out.final[rows[0]], out.final[rows[1]], out.final[rows[2]]
+        rank = ranking_loss(self.loss_kind, (user * pos).sum(-1), (user * neg).sum(-1))
+        reg = self.reg_weight * embedding_l2(out.ego[rows[0]], out.ego[rows[1]], out.ego[rows[2]])
+        ib = consistency = rank.new_zeros(())
+        if out.coefficients is not None and self.num_modalities >= 2:
             if self.use_ib and out.gate_logits is not None:
-                gains = self.information_bottleneck.gains(out.bands)
-                ib = self.information_bottleneck(out.gate_logits[nodes], gains)
+                gains = self.information_bottleneck.gains(out.coefficients, self.spectral.slices)
+                ib = self.information_bottleneck(out.gate_logits, gains)
             if self.use_consistency:
-                consistency = self.consistency(out.bands[:, nodes])
+                consistency = self.consistency(out.coefficients, self.spectral.slices)
         total = rank + self.lambda_ib * ib + self.lambda_consistency * consistency + reg
         return {"loss": total, self.loss_kind: rank, "ib": ib, "consistency": consistency, "reg": reg}
 
@@ -197,9 +198,10 @@ class FITMM(GraphRecommender):
     def band_gains(self) -> dict[str, list[float]]:
         """Per-band figures for logging: mean gate over all nodes (``gate``), fusion weight of each
         modality (``weight_<modality>``) and, with two or more modalities, the Wiener gain
-        (``wiener``), the IB-optimal gate (``target_gate``) and shrinkage (``shrinkage``)."""
+        (``wiener``), the IB-optimal gate (``target_gate``) and shrinkage (``shrinkage``), with the
+        signal and noise powers estimated on all nodes."""
         out = self()
-        if out.bands is None:
+        if out.coefficients is None:
             return {}
         figures: dict[str, list[float]] = {}
         gates = torch.sigmoid(out.gate_logits) if out.gate_logits is not None else torch.ones(1, self.num_bands)
@@ -208,7 +210,7 @@ class FITMM(GraphRecommender):
         for index, name in enumerate(self.encoder.modalities):
             figures[f"weight_{name}"] = weights[:, index].tolist()
         if self.num_modalities >= 2:
-            gains = self.information_bottleneck.gains(out.bands)
+            gains = self.information_bottleneck.gains(out.coefficients, self.spectral.slices)
             figures["wiener"] = gains.wiener.tolist()
             figures["target_gate"] = gains.target_gate.tolist()
             figures["shrinkage"] = gains.shrinkage.tolist()

@@ -56,8 +56,8 @@ class GraphEnhancedRepresentations(nn.Module):
 
     Everything after :math:`W_m` is linear and fixed, so
     :math:`X_m = G_m [W_m, b_m]^\top` with :math:`G_m = \mathcal P[\tilde F_m, \mathbf 1]` computed
-    once; a training step costs one :math:`(U+I) \times (r+1) \times d` product per modality on top
-    of LightGCN's propagation of :math:`E`. The principal bases are persistent buffers, so a
+    once; the modality representations of any set of nodes are a row lookup and one
+    :math:`(r+1) \times d` product per modality. The principal bases are persistent buffers, so a
     reloaded model rebuilds exactly the same :math:`G_m`.
 
     Args:
@@ -136,18 +136,26 @@ class GraphEnhancedRepresentations(nn.Module):
         """:math:`[E_U; E_I]`, ``(U+I, d)``: the nodes' own ID embeddings (the gate's context)."""
         return torch.cat([self.user_embedding.weight, self.item_embedding.weight])
 
-    def modality_representations(self) -> torch.Tensor | None:
-        """:math:`X_m` stacked as ``(M, U+I, d)``, or ``None`` without modalities."""
+    def modality_representations(self, nodes: torch.Tensor | None = None) -> torch.Tensor | None:
+        """:math:`X_m` of ``nodes`` (all when ``None``) stacked as ``(M, n, d)``; ``None`` without modalities."""
         if not self.modalities:
             return None
         reps = []
         for name in self.modalities:
+            propagated = getattr(self, f"propagated_{name}")
+            rows = propagated if nodes is None else propagated[nodes]
             projection = self.projections[name]
             weight = torch.cat([projection.weight, projection.bias.unsqueeze(1)], dim=1)
-            reps.append(getattr(self, f"propagated_{name}") @ weight.T)
+            reps.append(rows @ weight.T)
         return torch.stack(reps)
 
-    def forward(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-        """``(ego, id_representation, modality_representations)``."""
+    def forward(self, nodes: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """``(ego, id_representation, modality_representations)`` of ``nodes`` (all when ``None``).
+
+        The ID propagation always runs over the whole graph; the rest is row-wise.
+        """
         ego = self.ego_embeddings()
-        return ego, light_propagate(self.adjacency, ego, self.num_layers), self.modality_representations()
+        base = light_propagate(self.adjacency, ego, self.num_layers)
+        if nodes is not None:
+            ego, base = ego[nodes], base[nodes]
+        return ego, base, self.modality_representations(nodes)

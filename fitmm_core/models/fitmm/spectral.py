@@ -94,12 +94,25 @@ class SpectralDecomposition(nn.Module):
             self.ready.fill_(True)
 
     def projector(self, band: int) -> torch.Tensor:
-        """:math:`P_b = V_b V_b^\\top` as a dense ``(d, d)`` matrix."""
+        r""":math:`P_b = V_b V_b^\top` as a dense ``(d, d)`` matrix."""
         v = self.basis[:, self.slices[band]]
         return v @ v.T
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Bands of ``x`` ``(..., d)`` stacked as ``(..., B, d)``; they sum back to ``x``."""
-        coefficients = x @ self.basis
+    def coefficients(self, x: torch.Tensor) -> torch.Tensor:
+        r"""Spectral coefficients :math:`X V` ``(..., d)``; band :math:`b` owns the coordinates ``slices[b]``.
+
+        Because :math:`V_b` has orthonormal columns, inner products, norms and cosines of band
+        representations equal those of their coefficients: :math:`\langle X P_b, Y P_b\rangle =
+        \langle X V_b, Y V_b\rangle`; the loss terms therefore work on coefficients.
+        """
+        return x @ self.basis
+
+    def components(self, coefficients: torch.Tensor) -> torch.Tensor:
+        r"""Band representations :math:`c_b = (C V_b) V_b^\top` of coefficients ``C`` ``(..., d)``,
+        stacked as ``(..., B, d)``."""
         bands = [coefficients[..., s] @ self.basis[:, s].T for s in self.slices]
         return torch.stack(bands, dim=-2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Bands :math:`X P_b` of ``x`` ``(..., d)`` stacked as ``(..., B, d)``; they sum back to ``x``."""
+        return self.components(self.coefficients(x))

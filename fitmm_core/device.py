@@ -1,7 +1,9 @@
-"""Choosing the torch device: ``auto`` picks CUDA when present; an explicit request that cannot be met fails."""
+"""The torch device of every stage: ``auto`` picks CUDA when present; an explicit request that cannot be met
+fails. Also the inference precision of the encoders there."""
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 
 import torch
@@ -43,3 +45,11 @@ def synchronize(device: torch.device) -> None:
     """Wait for queued CUDA work on ``device`` so wall-clock timings are true; no-op elsewhere."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+
+
+def inference_precision(device: torch.device) -> contextlib.AbstractContextManager:
+    """bf16 autocast on CUDA (fp16 where the card has no bf16), plain fp32 elsewhere."""
+    if device.type != "cuda":
+        return contextlib.nullcontext()
+    dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.autocast("cuda", dtype=dtype)

@@ -1,0 +1,137 @@
+"""The whole asset graph on tiny demo data, in process, with an ephemeral Dagster instance and MLflow
+on a temporary sqlite store: the same assets and resources that ``make demo`` runs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import dagster as dg
+import mlflow
+import pandas as pd
+import pytest
+from mlflow import MlflowClient
+
+from pipelines.catalog import CatalogError, load_catalog
+from pipelines.definitions import defs
+from pipelines.mlflow_resource import MlflowTracking
+from pipelines.report import metrics_table
+from pipelines.resources import ComputeDevice, DatasetCatalog, FitmmStorage
+
+ASSET_KEYS = {
+    "raw_reviews", "raw_metadata", "interactions", "text_features", "image_features", "interaction_graph",
+    "item_graphs", "fitmm_model", "baseline_models", "model_evaluation", "registered_models",
+}
+
+
+def _materialize(catalog: Path, home: Path) -> dg.ExecuteInProcessResult:
+    return dg.materialize(
+        list(defs.assets),
+        partition_key="demo",
+        instance=dg.DagsterInstance.ephemeral(),
+        resources={
+            "catalog": DatasetCatalog(path=str(catalog)),
+            "storage": FitmmStorage(root=str(home)),
+            "mlflow_tracking": MlflowTracking(tracking_uri=f"sqlite:///{home / 'mlflow.db'}"),
+            "compute": ComputeDevice(device="cpu"),
+        },
+    )
+
+
+@pytest.fixture(scope="module")
+def pipeline_run(tmp_path_factory: pytest.TempPathFactory):
+    """One materialization of every asset, shared by the tests of this module (it takes a while)."""
+    root = tmp_path_factory.mktemp("pipeline")
+    home = root / "home"
+    catalog = root / "catalog.yaml"
+    catalog.write_text(
+        "datasets:\n  demo:\n    format: demo\n    demo_users: 160\n    demo_items: 60\n"
+        "    image_encoder: efficientnet-lite0\n    models: [fitmm, lightgcn, mostpop]\n"
+        "    training: {max_epochs: 4, patience: 2, device: cpu}\n"
+    )
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("FITMM_HOME", str(home))
+        patch.delenv("MLFLOW_TRACKING_URI", raising=False)
+        result = _materialize(catalog, home)
+        yield result, home, catalog
+
+
+def test_every_asset_materializes_and_every_check_passes(pipeline_run):
+    result, _, _ = pipeline_run
+    assert result.success
+    materialized = {e.asset_key.to_user_string() for e in result.get_asset_materialization_events()}
+    assert materialized == ASSET_KEYS
+    checks = result.get_asset_check_evaluations()
+    assert {c.check_name for c in checks} >= {"k_core", "splits_disjoint", "users_have_splits", "user_id_map", "item_id_map"}
+    assert all(c.passed for c in checks if c.check_name != "fitmm_beats_most_popular")
+
+
+def test_every_asset_is_described():
+    for assets_def in defs.assets:
+        for key in assets_def.keys:
+            assert assets_def.descriptions_by_key.get(key), f"{key.to_user_string()} has no description"
+
+
+def test_mlflow_holds_runs_metrics_and_champion(pipeline_run):
+    _, home, _ = pipeline_run
+    uri = f"sqlite:///{home / 'mlflow.db'}"
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    version = client.get_model_version_by_alias("fitmm-demo", "champion")
+    run = client.get_run(version.run_id)
+    assert {"test_recall_20", "test_ndcg_20", "valid_recall_20"} <= set(run.data.metrics)
+    assert run.data.params["model"] == "fitmm"
+    assert run.data.tags["dagster_partition"] == "demo"
+    assert run.data.tags["data_digest"]
+    assert len(client.get_metric_history(run.info.run_id, "valid_recall_20")) >= 1
+    for baseline in ("lightgcn-demo", "mostpop-demo"):
+        assert client.get_model_version_by_alias(baseline, "champion")
+    table = metrics_table("demo", MlflowTracking(tracking_uri=uri))
+    assert "fitmm" in table and "mostpop" in table
+
+
+def test_registered_pyfunc_returns_unseen_top_k(pipeline_run):
+    _, home, _ = pipeline_run
+    mlflow.set_tracking_uri(f"sqlite:///{home / 'mlflow.db'}")
+    model = mlflow.pyfunc.load_model("models:/fitmm-demo@champion")
+    answer = model.predict(pd.DataFrame({"user_id": [0, 3]}), params={"k": 5})
+    assert list(answer.columns) == ["user_id", "rank", "item_id", "asin", "score"]
+    assert len(answer) == 10
+    assert answer.groupby("user_id")["item_id"].nunique().tolist() == [5, 5]
+    train = pd.read_csv(next((home / "datasets" / "demo").glob("*.inter")), sep="\t")
+    seen = set(train[(train.userID == 0) & (train.x_label == 0)].itemID)
+    assert not seen & set(answer[answer.user_id == 0].item_id)
+
+
+def test_second_run_keeps_champion_unless_beaten(pipeline_run):
+    result, home, catalog = pipeline_run
+    uri = f"sqlite:///{home / 'mlflow.db'}"
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    first = client.get_model_version_by_alias("fitmm-demo", "champion")
+    first_score = client.get_run(first.run_id).data.metrics["valid_recall_20"]
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("FITMM_HOME", str(home))
+        again = _materialize(catalog, home)
+    assert again.success
+    versions = client.search_model_versions("name='fitmm-demo'")
+    assert len(versions) == 2
+    champion = client.get_model_version_by_alias("fitmm-demo", "champion")
+    second = next(v for v in versions if v.version != first.version)
+    second_score = client.get_run(second.run_id).data.metrics["valid_recall_20"]
+    expected = second.version if second_score > first_score else first.version
+    assert champion.version == expected
+    encoded = [
+        e for e in again.get_asset_materialization_events() if e.asset_key.to_user_string() == "text_features"
+    ]
+    assert encoded[0].materialization.metadata["n_cached"].value == encoded[0].materialization.metadata["n_items"].value
+
+
+def test_catalog_errors_name_the_file_and_key(tmp_path: Path):
+    path = tmp_path / "catalog.yaml"
+    path.write_text("datasets:\n  mine:\n    format: amazon2018\n    reviews: r.json\n    meta: m.json\n    k_cores: 5\n")
+    with pytest.raises(CatalogError, match=r"catalog.yaml: datasets.mine: unknown key\(s\) \['k_cores'\]"):
+        load_catalog(path)
+    path.write_text("datasets:\n  mine:\n    format: amazon2018\n    meta: m.json\n")
+    with pytest.raises(CatalogError, match="datasets.mine.reviews: required"):
+        load_catalog(path)
+    path.write_text("datasets:\n  mine:\n    format: demo\n    training: {max_epochs: many}\n")
+    with pytest.raises(CatalogError, match="datasets.mine.training.max_epochs: expected int"):
+        load_catalog(path)
