@@ -1,6 +1,5 @@
 """Interactions: the prepared MMRec-format dataset (dedup, k-core, split, ids) and its blocking checks."""
 
-
 from pathlib import Path
 
 import dagster as dg

@@ -1,6 +1,5 @@
 """Raw sources: the review and metadata files of a dataset, generated (demo), local or downloaded."""
 
-
 from pathlib import Path
 
 import dagster as dg

@@ -32,7 +32,8 @@ class FITMMForward:
 class FITMM(GraphRecommender):
     r"""FITMM: separate modalities into orthogonal bands, fuse within bands, gate bands residually.
 
-    For every node (user or item), with :math:`\bar e` its LightGCN ID representation, :math:`z`
+    For every node (user or item), with :math:`\bar e` its graph-enhanced ID representation
+    (LightGCN's layer mean, plus :math:`\hat S^{L_m} e_i` for items), :math:`z`
     its ID embedding and :math:`X_m` its graph-enhanced modality representations
     (:class:`GraphEnhancedRepresentations`):
 
@@ -73,6 +74,8 @@ class FITMM(GraphRecommender):
         n_mm_layers: propagation layers on the item-item graph.
         knn_k: neighbours per item in each modality's kNN graph.
         image_weight: weight of the image graph in the mixed item graph (text gets the rest).
+        smooth_item_ids: add the item-graph smoothing :math:`\hat S^{L_m} e_i` of the item ID
+            embeddings to the items' ID representation (FREEDOM/LATTICE).
         num_bands: ``B``.
         spectral_basis: ``"covariance"`` or ``"dct"``.
         feature_rank: principal directions of the raw features fed to the modality projections.
@@ -94,6 +97,7 @@ class FITMM(GraphRecommender):
         n_mm_layers: int = 1,
         knn_k: int = 10,
         image_weight: float = 0.1,
+        smooth_item_ids: bool = True,
         num_bands: int = 3,
         spectral_basis: str = "covariance",
         feature_rank: int = 256,
@@ -129,7 +133,7 @@ class FITMM(GraphRecommender):
         item_graph = mixed_knn_item_graph(features, knn_k, image_weight) if features else None
         self.encoder = GraphEnhancedRepresentations(
             self.n_users, self.n_items, adjacency, item_graph, features,
-            embedding_dim, num_layers, n_mm_layers, feature_rank,
+            embedding_dim, num_layers, n_mm_layers, feature_rank, smooth_item_ids,
         )
         self.num_modalities = len(features)
         if use_spectral:

@@ -44,12 +44,15 @@ class GraphEnhancedRepresentations(nn.Module):
 
     .. math::
         \bar E = \frac{1}{L+1}\sum_{l=0}^{L}\hat A^l\,[E_U; E_I], \qquad
-        R_m = \frac{1}{L+1}\sum_{l=0}^{L}\hat A^l\,[0;\ \tilde F_m W_m^\top + \mathbf 1 b_m^\top],
+        \bar E^{+} = \big[\bar E_U;\ \bar E_I + \hat S^{L_m} E_I\big],
 
+        R_m = \frac{1}{L+1}\sum_{l=0}^{L}\hat A^l\,[0;\ \tilde F_m W_m^\top + \mathbf 1 b_m^\top], \qquad
         X_m = \big[R_{m,U};\ R_{m,I} + \hat S^{L_m} R_{m,I}\big],
 
     with :math:`\hat A` the normalised user-item graph, :math:`\hat S` the frozen mixed kNN item
-    graph, :math:`\tilde F_m` the item features of modality :math:`m` reduced to their top
+    graph (FREEDOM's), :math:`\bar E^{+}` the graph-enhanced ID representation (the item-ID
+    smoothing :math:`h_i = (\hat S^{L_m} E_I)_i` of FREEDOM/LATTICE, recomputed every step because
+    :math:`E_I` is trained; ``smooth_item_ids=False`` keeps :math:`\bar E`), :math:`\tilde F_m` the item features of modality :math:`m` reduced to their top
     ``feature_rank`` principal directions (exact when the feature dimension is at most that) and
     :math:`W_m, b_m` a learned linear map to :math:`d`. Users have no content of their own: their
     modality representation is what the graph brings them from their items.
@@ -70,6 +73,7 @@ class GraphEnhancedRepresentations(nn.Module):
         num_layers: ``L``.
         num_mm_layers: ``L_m``.
         feature_rank: ``r``, the number of principal directions kept per modality.
+        smooth_item_ids: add :math:`\hat S^{L_m} E_I` to the items' ID representation.
     """
 
     def __init__(
@@ -83,6 +87,7 @@ class GraphEnhancedRepresentations(nn.Module):
         num_layers: int,
         num_mm_layers: int,
         feature_rank: int,
+        smooth_item_ids: bool = True,
     ) -> None:
         super().__init__()
         if embedding_dim < 1 or num_layers < 0 or num_mm_layers < 0 or feature_rank < 1:
@@ -92,6 +97,7 @@ class GraphEnhancedRepresentations(nn.Module):
             )
         self.n_users, self.n_items = n_users, n_items
         self.num_layers, self.num_mm_layers = num_layers, num_mm_layers
+        self.smooth_item_ids = smooth_item_ids
         self.user_embedding = nn.Embedding(n_users, embedding_dim)
         self.item_embedding = nn.Embedding(n_items, embedding_dim)
         nn.init.xavier_uniform_(self.user_embedding.weight)
@@ -99,7 +105,7 @@ class GraphEnhancedRepresentations(nn.Module):
         self.adjacency = SparseGraph(adjacency)
         self.modalities = list(features)
         self._raw_features = features
-        self._item_graph = item_graph
+        self.item_graph = SparseGraph(item_graph) if item_graph is not None and num_mm_layers > 0 else None
         self._bases_in_use: dict[str, torch.Tensor] = {}
         self.projections = nn.ModuleDict()
         for name, matrix in features.items():
@@ -118,13 +124,15 @@ class GraphEnhancedRepresentations(nn.Module):
         nodes = torch.cat([torch.zeros(self.n_users, items.shape[1], device=device), items])
         propagated = light_propagate(self.adjacency, nodes, self.num_layers)
         users, items = propagated[: self.n_users], propagated[self.n_users :]
-        if self._item_graph is not None and self.num_mm_layers > 0:
-            item_graph = SparseGraph(self._item_graph).to(device)
-            smoothed = items
-            for _ in range(self.num_mm_layers):
-                smoothed = item_graph(smoothed)
-            items = items + smoothed
+        if self.item_graph is not None:
+            items = items + self._smooth_items(items)
         return torch.cat([users, items])
+
+    def _smooth_items(self, items: torch.Tensor) -> torch.Tensor:
+        r""":math:`\hat S^{L_m} x` for item rows ``x`` ``(I, k)``."""
+        for _ in range(self.num_mm_layers):
+            items = self.item_graph(items)
+        return items
 
     def _rebuild_changed_features(self) -> None:
         for name in self.modalities:
@@ -149,13 +157,21 @@ class GraphEnhancedRepresentations(nn.Module):
             reps.append(rows @ weight.T)
         return torch.stack(reps)
 
+    def id_representations(self, ego: torch.Tensor) -> torch.Tensor:
+        r""":math:`\bar E^{+}` (or :math:`\bar E` without item-ID smoothing) of all nodes, ``(U+I, d)``."""
+        base = light_propagate(self.adjacency, ego, self.num_layers)
+        if self.item_graph is None or not self.smooth_item_ids:
+            return base
+        smoothed = self._smooth_items(self.item_embedding.weight)
+        return torch.cat([base[: self.n_users], base[self.n_users :] + smoothed])
+
     def forward(self, nodes: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """``(ego, id_representation, modality_representations)`` of ``nodes`` (all when ``None``).
 
-        The ID propagation always runs over the whole graph; the rest is row-wise.
+        The ID propagation (and item-ID smoothing) always runs over the whole graph; the rest is row-wise.
         """
         ego = self.ego_embeddings()
-        base = light_propagate(self.adjacency, ego, self.num_layers)
+        base = self.id_representations(ego)
         if nodes is not None:
             ego, base = ego[nodes], base[nodes]
         return ego, base, self.modality_representations(nodes)
