@@ -3,9 +3,11 @@
 Generates ``--n`` raw Amazon-2018 reviews (with review text, as in the real dumps) and their
 metadata, then runs each implementation in its own process and prints rows/s, wall seconds and
 peak RSS, plus the speed and memory ratios. Both must agree on the users, items and interactions
-left after dedup and the 5-core, which the script checks.
+left after dedup and the 5-core, which the script checks. Peak RSS counts the pages of the input
+file that polars maps into memory while scanning it (for ``.gz``, the compressed size).
 
     python benchmarks/ingest.py --n 1000000        # default 200000
+    python benchmarks/ingest.py --n 10000000 --only-polars --workdir /tmp/ingest10m --reuse
 """
 
 from __future__ import annotations
@@ -25,13 +27,19 @@ import numpy as np
 
 K_CORE = 5
 SEED = 999
+STAMP = "generated.json"
 TEXT_SNIPPETS = [
     json.dumps(" ".join(f"word{(k * 7 + j) % 97}" for j in range(20 + k % 60)))[1:-1] for k in range(64)
 ]
 
 
 def generate(out: Path, n: int, seed: int = 0) -> None:
-    """``reviews.json.gz`` with ``n`` reviews over ~n/12 users and ~n/40 items, and ``meta.json.gz``."""
+    """``reviews.json.gz`` with ``n`` reviews over ~n/12 users and ~n/40 items, and ``meta.json.gz``.
+
+    ``generated.json`` (removed first, written last) records ``n`` and ``seed``, so ``--reuse`` can
+    trust the files.
+    """
+    (out / STAMP).unlink(missing_ok=True)
     rng = np.random.default_rng(seed)
     n_users, n_items = max(50, n // 12), max(50, n // 40)
     activity = rng.lognormal(0.0, 1.0, n_users)
@@ -55,6 +63,13 @@ def generate(out: Path, n: int, seed: int = 0) -> None:
                       "category": ["Bench", f"Cat {i % 20}"], "description": [TEXT_SNIPPETS[i % 64]],
                       "feature": [], "imageURL": [], "imageURLHighRes": [], "price": "$1.00"}
             handle.write(json.dumps(record) + "\n")
+    (out / STAMP).write_text(json.dumps({"n": n, "seed": seed}))
+
+
+def generated_for(out: Path, n: int, seed: int = 0) -> bool:
+    """Whether ``out`` holds complete data from ``generate(out, n, seed)``."""
+    stamp = out / STAMP
+    return stamp.is_file() and json.loads(stamp.read_text()) == {"n": n, "seed": seed}
 
 
 def run_polars(data: Path, out: Path) -> dict:
@@ -122,17 +137,24 @@ def main() -> None:
     parser.add_argument("--workdir", type=Path, default=None, help="where to write data (default: a temp folder)")
     parser.add_argument("--only-polars", action="store_true",
                         help="skip the pandas baseline (at 10M reviews it needs tens of GiB and half an hour)")
+    parser.add_argument("--reuse", action="store_true",
+                        help="keep the data already in --workdir if it was generated for the same --n")
     parser.add_argument("--child", choices=["polars", "pandas"], help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.reuse and args.workdir is None:
+        parser.error("--reuse needs --workdir")
     if args.child:
         _child(args.child, args.workdir / "raw", args.workdir / "out")
         return
     with tempfile.TemporaryDirectory(prefix="fitmm-ingest-") as scratch:
         workdir = args.workdir or Path(scratch)
         start = time.perf_counter()
-        generate(workdir / "raw", args.n)
+        reused = args.reuse and generated_for(workdir / "raw", args.n)
+        if not reused:
+            generate(workdir / "raw", args.n)
         size_mb = (workdir / "raw" / "reviews.json.gz").stat().st_size / 2**20
-        print(f"generated {args.n} reviews ({size_mb:.1f} MiB gzip) in {time.perf_counter() - start:.1f} s")
+        done = "reused" if reused else f"generated in {time.perf_counter() - start:.1f} s"
+        print(f"{args.n} reviews ({size_mb:.1f} MiB gzip), {done}")
         results = {}
         for kind in ("polars",) if args.only_polars else ("polars", "pandas"):
             completed = subprocess.run(

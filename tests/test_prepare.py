@@ -124,6 +124,30 @@ def test_tiny_2014_dataset_exact(tmp_path: Path) -> None:
     ]
 
 
+TINY_2018 = [("B", "I2", 4.0, 1), ("A", "I1", 1.0, 5), ("C", "I3", 2.0, 7), ("A", "I1", 2.0, 9), ("B", "I2", 5.0, 0),
+             ("A", "I3", 3.5, 4), ("A", "I1", 3.0, 9), ("C", "I1", 1.0, 2), ("A", "I2", 4.5, 6), ("B", "I3", 2.5, 3)]
+INTER_HEADER = "userID\titemID\trating\ttimestamp\tx_label\n"
+
+
+@pytest.mark.parametrize(
+    ("split", "labels"), [("random", [0, 1, 2, 2, 0, 0, 2]), ("temporal", [2, 1, 0, 0, 2, 0, 2])]
+)
+def test_tiny_2018_inter_bytes(tmp_path: Path, split: str, labels: list[int]) -> None:
+    # (A, I1): t=5, 9, 9 -> the later t=9 line (3.0); (B, I2): t=1 beats the later line at t=0.
+    reviews = [{"reviewerID": u, "asin": i, "overall": r, "unixReviewTime": t} for u, i, r, t in TINY_2018]
+    (tmp_path / "r.json").write_text("".join(json.dumps(r) + "\n" for r in reviews))
+    (tmp_path / "m.json").write_text("".join(json.dumps({"asin": a, "title": a}) + "\n" for a in ("I3", "I1", "I2")))
+    prepare_dataset(PrepareSettings(
+        format="amazon2018", reviews=str(tmp_path / "r.json"), meta=str(tmp_path / "m.json"), out=tmp_path / "t",
+        name="t", k_core=1, split=split, seed=3))  # type: ignore[arg-type]
+    rows = ["0\t0\t3.0\t9", "0\t1\t4.5\t6", "0\t2\t3.5\t4", "1\t1\t4.0\t1", "1\t2\t2.5\t3",
+            "2\t0\t1.0\t2", "2\t2\t2.0\t7"]
+    expected = INTER_HEADER + "".join(f"{row}\t{label}\n" for row, label in zip(rows, labels))
+    assert (tmp_path / "t" / "t.inter").read_text() == expected
+    assert (tmp_path / "t" / "u_id_mapping.csv").read_text() == "user_id\tuserID\nA\t0\nB\t1\nC\t2\n"
+    assert (tmp_path / "t" / "i_id_mapping.csv").read_text() == "asin\titemID\nI1\t0\nI2\t1\nI3\t2\n"
+
+
 def test_failure_leaves_existing_output_untouched(raw: Path, tmp_path: Path) -> None:
     out = tmp_path / "demo"
     out.mkdir()

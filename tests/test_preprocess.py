@@ -11,7 +11,8 @@ from fitmm_core.data import preprocess
 
 
 def _frame(rows: list[tuple[str, str, float, int]]) -> pl.DataFrame:
-    return pl.DataFrame(rows, schema={"user": pl.String, "item": pl.String, "rating": pl.Float64, "timestamp": pl.Int64}, orient="row")
+    schema = {"user": pl.String, "item": pl.String, "rating": pl.Float64, "timestamp": pl.Int64}
+    return preprocess.encode_ids(pl.DataFrame(rows, schema=schema, orient="row"))
 
 
 def _indexed(counts: dict[str, int]) -> pl.DataFrame:
@@ -19,10 +20,24 @@ def _indexed(counts: dict[str, int]) -> pl.DataFrame:
     return preprocess.assign_ids(_frame(rows))[0]
 
 
+@pytest.mark.parametrize("dtype", [pl.String, pl.Categorical])
+def test_encoded_codes_follow_sorted_raw_ids(dtype: pl.DataType) -> None:
+    raw = pl.DataFrame({"user": ["zed", "amy", "bob", "amy"], "item": ["B9", "B1", "B5", "B9"]})
+    encoded = preprocess.encode_ids(raw.cast({"user": dtype, "item": dtype}))
+    assert encoded["user"].dtype == pl.Enum(["amy", "bob", "zed"])
+    assert encoded["item"].dtype == pl.Enum(["B1", "B5", "B9"])
+    assert encoded["user"].to_physical().to_list() == [2, 0, 1, 0]
+    assert encoded["item"].to_physical().to_list() == [2, 0, 1, 2]
+    assert encoded.rows() == raw.rows()
+
+
 def test_duplicates_keep_latest_then_last_in_file() -> None:
-    frame = _frame([("u", "a", 1.0, 5), ("u", "a", 2.0, 9), ("u", "a", 3.0, 7), ("v", "a", 4.0, 1),
-                    ("v", "a", 5.0, 1), ("u", "b", 1.0, 1)])
-    assert preprocess.drop_duplicate_pairs(frame).rows() == [("u", "a", 2.0, 9), ("v", "a", 5.0, 1), ("u", "b", 1.0, 1)]
+    frame = _frame([("v", "a", 4.0, 1), ("u", "a", 1.0, 5), ("u", "a", 2.0, 9), ("u", "b", 1.0, 1),
+                    ("u", "a", 3.0, 7), ("v", "a", 5.0, 1), ("w", "c", 6.0, 3), ("u", "a", 0.0, 8)])
+    # ordered by (user, item): u,a keeps the latest (t=9); v,a has a tie at t=1 -> the later line
+    assert preprocess.drop_duplicate_pairs(frame).rows() == [
+        ("u", "a", 2.0, 9), ("u", "b", 1.0, 1), ("v", "a", 5.0, 1), ("w", "c", 6.0, 3),
+    ]
 
 
 def test_k_core_needs_two_rounds() -> None:
@@ -31,7 +46,7 @@ def test_k_core_needs_two_rounds() -> None:
     rows = [("u", "a"), ("u", "b"), ("v", "a"), ("v", "b"), ("w", "c"), ("w", "d"), ("x", "d"), ("x", "a")]
     frame = _frame([(u, i, 5.0, 0) for u, i in rows])
     kept, rounds = preprocess.k_core(frame, 2)
-    assert sorted(kept.select("user", "item").rows()) == [("u", "a"), ("u", "b"), ("v", "a"), ("v", "b")]
+    assert kept.select("user", "item").rows() == [("u", "a"), ("u", "b"), ("v", "a"), ("v", "b")]
     assert rounds == 4
     assert preprocess.k_core(frame, 1) == (frame, 0)
     assert len(preprocess.k_core(frame, 3)[0]) == 0
@@ -48,6 +63,14 @@ def test_ids_are_contiguous_in_sorted_raw_order() -> None:
     assert users.rows() == [("amy", 0), ("zed", 1)]
     assert items.rows() == [("B5", 0), ("B9", 1)]
     assert indexed.select("userID", "itemID", "rating").rows() == [(0, 0, 4.0), (0, 1, 3.0), (1, 1, 5.0)]
+
+
+def test_ids_skip_raw_ids_dropped_before() -> None:
+    frame = _frame([("amy", "B1", 5.0, 0), ("bob", "B2", 4.0, 0), ("cat", "B3", 3.0, 0), ("cat", "B1", 2.0, 0)])
+    indexed, users, items = preprocess.assign_ids(frame.filter(pl.col("user") != "bob"))
+    assert users.rows() == [("amy", 0), ("cat", 1)]
+    assert items.rows() == [("B1", 0), ("B3", 1)]
+    assert indexed.select("userID", "itemID", "rating").rows() == [(0, 0, 5.0), (1, 0, 2.0), (1, 1, 3.0)]
 
 
 @pytest.mark.parametrize(

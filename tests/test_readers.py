@@ -42,6 +42,16 @@ def test_reviews_json_lines(tmp_path: Path, name: str, fmt: str) -> None:
     assert bad.count == 0
 
 
+def test_interaction_ids_are_categorical_per_file(tmp_path: Path) -> None:
+    first, _ = read_interactions("amazon2018", _write(tmp_path / "a.json", [_review_2018("U1", "I1", 5.0, 1)]))
+    lines = [_review_2018("U2", "I2", 4.0, 2), _review_2018("U3", "I2", 3.0, 3), _review_2018("U2", "I3", 2.0, 4)]
+    second, _ = read_interactions("amazon2018", _write(tmp_path / "b.json", lines))
+    for column, ids in (("user", ["U2", "U3"]), ("item", ["I2", "I3"])):
+        assert isinstance(second[column].dtype, pl.Categorical)
+        assert second[column].dtype != first[column].dtype
+        assert sorted(second[column].dtype.categories.to_series().to_list()) == ids
+
+
 @pytest.mark.parametrize("name", ["ratings.csv", "ratings.csv.gz"])
 def test_ratings_csv_2014(tmp_path: Path, name: str) -> None:
     path = _write(tmp_path / name, ["A1,B1,5.0,1400000000", "A2,B2,4.0,1400000001"])

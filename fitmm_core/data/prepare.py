@@ -15,6 +15,7 @@ leaves any existing ``out`` untouched and no half-written folder behind.
 
 from __future__ import annotations
 
+import functools
 import html
 import logging
 import os
@@ -27,7 +28,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Literal
 
-import numpy as np
 import polars as pl
 
 from fitmm_core.data import preprocess
@@ -59,7 +59,6 @@ ITEMS_SCHEMA = {
     "itemID": pl.Int64, "asin": pl.String, "text": pl.String, "image": pl.String, "top_category": pl.String,
 }
 _TAG = re.compile(r"<[^>]*>")
-_SPACE = re.compile(r"\s+")
 
 
 class PrepareError(DatasetFormatError):
@@ -108,7 +107,7 @@ class PrepareSettings:
             raise ValueError("meta is not read for format 'mmrec' (the folder is imported as it is); leave it unset")
         if self.format != "mmrec" and self.require_metadata and self.meta is None:
             raise ValueError(f"require_metadata=True needs meta (the {self.format} metadata file)")
-        used = {name for _, name, _, _ in string.Formatter().parse(self.text_template) if name is not None}
+        used = _template_fields(self.text_template)
         unknown = sorted(used - set(TEMPLATE_FIELDS))
         if unknown or "" in used:
             raise ValueError(
@@ -120,7 +119,15 @@ class PrepareSettings:
 
 
 def _clean(text: str) -> str:
-    return _SPACE.sub(" ", html.unescape(_TAG.sub(" ", text))).strip()
+    """HTML tags to spaces, entities unescaped, whitespace runs collapsed to one space, trimmed."""
+    if "<" in text:
+        text = _TAG.sub(" ", text)
+    return " ".join(html.unescape(text).split())
+
+
+@functools.lru_cache(maxsize=32)
+def _template_fields(template: str) -> frozenset[str]:
+    return frozenset(name for _, name, _, _ in string.Formatter().parse(template) if name is not None)
 
 
 def render_text(template: str, asin: str, metadata: dict | None) -> str:
@@ -138,7 +145,7 @@ def render_text(template: str, asin: str, metadata: dict | None) -> str:
         "description": joined("description"),
         "features": joined("features"),
     }
-    return _clean(template.format(**{key: _clean(value) for key, value in fields.items()}))
+    return _clean(template.format(**{key: _clean(fields[key]) for key in _template_fields(template)}))
 
 
 def top_categories(paths: list[list[str]]) -> list[str | None]:
@@ -179,16 +186,17 @@ def _write_tsv(frame: pl.DataFrame, path: Path) -> None:
     frame.write_csv(path, separator="\t", include_header=True, line_terminator="\n")
 
 
-def _counts(table: np.ndarray) -> dict:
-    """Users, items, interactions, per-split counts and density of an ``(n, 3)`` id/label table."""
-    n_users = int(table[:, 0].max()) + 1
-    n_items = int(table[:, 1].max()) + 1
-    splits = {name: int((table[:, 2] == label).sum()) for name, label in SPLIT_LABELS.items()}
+def _counts(inter: pl.DataFrame) -> dict:
+    """Users, items, interactions, per-split counts and density of ``userID itemID x_label`` rows."""
+    n_users = int(inter["userID"].max()) + 1
+    n_items = int(inter["itemID"].max()) + 1
+    labels = inter["x_label"]
+    splits = {name: int((labels == label).sum()) for name, label in SPLIT_LABELS.items()}
     return {
         "users": n_users,
         "items": n_items,
-        "interactions": len(table),
-        "density": len(table) / (n_users * n_items),
+        "interactions": len(inter),
+        "density": len(inter) / (n_users * n_items),
         "splits": splits,
     }
 
@@ -231,6 +239,7 @@ def _prepare_raw(settings: PrepareSettings, folder: Path, cache_dir: Path) -> di
     steps = {"raw_interactions": len(interactions)}
     if len(interactions) == 0:
         raise PrepareError(f"{reviews_path}: no interactions read")
+    interactions = preprocess.encode_ids(interactions)
     if settings.require_metadata and metadata is not None:
         review_items = interactions["item"].head(3).to_list()
         interactions = preprocess.keep_items_with_metadata(interactions, metadata["item"])
@@ -252,22 +261,21 @@ def _prepare_raw(settings: PrepareSettings, folder: Path, cache_dir: Path) -> di
             f"({steps['deduplicated']} interactions before); lower k_core or use more data"
         )
     indexed, user_map, item_map = preprocess.assign_ids(interactions)
-    labelled = preprocess.split(indexed, settings.split, settings.seed)
-
-    inter = labelled.with_columns(pl.col("x_label").cast(pl.Int64)).select(INTER_COLUMNS)
+    del interactions
+    inter = preprocess.split(indexed, settings.split, settings.seed).select(INTER_COLUMNS)
+    del indexed
     _write_tsv(inter, folder / f"{settings.name}.inter")
     _write_tsv(user_map, folder / USER_MAP_FILE)
     _write_tsv(item_map, folder / ITEM_MAP_FILE)
     items, item_stats = _items_frame(item_map, metadata, settings)
     items.write_parquet(folder / ITEMS_FILE)
-    table = inter.select("userID", "itemID", "x_label").to_numpy()
     sources = {"reviews": _source_record(settings.reviews, reviews_path)}
     if meta_path is not None:
         sources["meta"] = _source_record(settings.meta, meta_path)
     return {
         "dataset": settings.name,
         "format": fmt,
-        "counts": _counts(table),
+        "counts": _counts(inter),
         "steps": steps,
         "items": item_stats,
         "settings": settings.as_dict(),
@@ -297,7 +305,7 @@ def _import_mmrec(settings: PrepareSettings, folder: Path) -> dict:
         if (source / name).is_file():
             _link_or_copy(source / name, folder / name)
             copied.append(source / name)
-    counts = _counts(table)
+    counts = _counts(pl.DataFrame(table, schema=["userID", "itemID", "x_label"], orient="row"))
     asin_of = {}
     if (source / ITEM_MAP_FILE).is_file():
         asin_of = {item_id: asin for asin, item_id in read_id_map(source / ITEM_MAP_FILE).items()}

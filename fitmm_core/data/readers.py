@@ -2,19 +2,23 @@
 
 Each reader returns a polars frame in a canonical shape:
 
-- interactions: ``user`` (str), ``item`` (str), ``rating`` (f64), ``timestamp`` (i64, seconds);
+- interactions: ``user`` and ``item`` (``pl.Categorical``, each read with its own fresh
+  ``pl.Categories``, so a 10-million-row file holds 4-byte codes plus one copy of each distinct
+  id), ``rating`` (f64), ``timestamp`` (i64, seconds);
 - metadata: ``item`` (str), ``title`` (str), ``brand`` (str), ``categories`` (list[str], the
   first category path), ``description`` (list[str]), ``features`` (list[str]), ``image_url``
   (str, the best single image URL), one row per item (the first record wins).
 
-The fast path scans JSON lines / CSV with polars and an explicit schema, so only the needed keys are
-ever materialised (``reviewText`` never is). When polars rejects a file, or a required field is
-null, the file is read again line by line in Python: that pass names the file, line and field of
-the first bad line (``on_bad_lines="error"``), or drops and counts bad lines (``"skip"``), and it
-coerces harmless variations (an int rating, a string where a list is expected). A line is bad when
-it does not parse, is not an object, or lacks a valid required field (ids, rating, timestamp,
-the metadata key); an optional field of an unexpected type (a list as title) reads as empty. Amazon-2014
-metadata is a Python dict literal per line, so it always takes the line-by-line path.
+The fast path scans JSON lines / CSV with polars' streaming engine and an explicit schema, and maps
+the raw keys onto the canonical columns inside that scan, so only the needed keys are ever parsed
+(``reviewText`` never is) and raw id strings are never held per row. When polars rejects a file,
+or a required field is null or an empty id, the file is read again line by line in Python: that
+pass names the file, line and field of the first bad line (``on_bad_lines="error"``), or drops and
+counts bad lines (``"skip"``), and it coerces harmless variations (an int rating, a string where a
+list is expected). A line is bad when it does not parse, is not an object, or lacks a valid
+required field (ids, rating, timestamp, the metadata key); an optional field of an unexpected type
+(a list as title) reads as empty. Amazon-2014 metadata is a Python dict literal per line, so it
+always takes the line-by-line path.
 
 Item keys: ``asin`` for 2014/2018; ``parent_asin`` for 2023 (reviews and metadata), as in the
 2023 benchmark. 2023 timestamps are milliseconds and are converted to seconds.
@@ -78,10 +82,16 @@ class RawField:
 
 @dataclass(frozen=True)
 class RecordLayout:
-    """How one kind of raw file maps onto the canonical columns."""
+    """How one kind of raw file maps onto the canonical columns.
+
+    ``canonical`` builds the mapping expressions (fresh categorical mappings on each call);
+    ``required_columns`` are the canonical columns a null in which sends the file to the
+    line-by-line pass (the required raw keys map onto them, an empty id reading as null).
+    """
 
     fields: tuple[RawField, ...]
     canonical: Callable[[], list[pl.Expr]]
+    required_columns: tuple[str, ...]
     parse_line: Callable[[str], object] = json.loads
 
     @property
@@ -93,12 +103,17 @@ class RecordLayout:
         return [f.key for f in self.fields if f.required]
 
 
+def _key(name: str) -> pl.Expr:
+    """A required string key with the empty string read as missing (null)."""
+    return pl.when(pl.col(name) != "").then(pl.col(name))
+
+
 def _ids(user: str, item: str, rating: str, timestamp: str, *, millis: bool = False) -> Callable[[], list[pl.Expr]]:
     def exprs() -> list[pl.Expr]:
         seconds = pl.col(timestamp) // 1000 if millis else pl.col(timestamp)
         return [
-            pl.col(user).alias("user"),
-            pl.col(item).alias("item"),
+            _key(user).cast(pl.Categorical(pl.Categories.random())).alias("user"),
+            _key(item).cast(pl.Categorical(pl.Categories.random())).alias("item"),
             pl.col(rating).alias("rating"),
             seconds.alias("timestamp"),
         ]
@@ -118,7 +133,7 @@ def _list_or_empty(name: str) -> pl.Expr:
 
 def _meta_2014() -> list[pl.Expr]:
     return [
-        pl.col("asin").alias("item"),
+        _key("asin").alias("item"),
         pl.col("title"),
         pl.col("brand"),
         pl.col("categories").list.first().fill_null(pl.lit([], dtype=pl.List(pl.String))).alias("categories"),
@@ -130,7 +145,7 @@ def _meta_2014() -> list[pl.Expr]:
 
 def _meta_2018() -> list[pl.Expr]:
     return [
-        pl.col("asin").alias("item"),
+        _key("asin").alias("item"),
         pl.col("title"),
         pl.col("brand"),
         _list_or_empty("category").alias("categories"),
@@ -144,7 +159,7 @@ def _meta_2023() -> list[pl.Expr]:
     main = pl.col("images").list.eval(pl.element().filter(pl.element().struct.field("variant") == "MAIN")).list.first()
     first = pl.col("images").list.first()
     return [
-        pl.col("parent_asin").alias("item"),
+        _key("parent_asin").alias("item"),
         pl.col("title"),
         pl.col("store").alias("brand"),
         _list_or_empty("categories").alias("categories"),
@@ -165,12 +180,14 @@ _REVIEWS_2014_2018 = RecordLayout(
         RawField("unixReviewTime", pl.Int64, True),
     ),
     canonical=_ids("reviewerID", "asin", "overall", "unixReviewTime"),
+    required_columns=INTERACTION_COLUMNS,
 )
 _RATINGS_CSV = RecordLayout(
     fields=tuple(RawField(name, dtype, True) for name, dtype in zip(
         INTERACTION_COLUMNS, (pl.String, pl.String, pl.Float64, pl.Int64)
     )),
     canonical=_ids("user", "item", "rating", "timestamp"),
+    required_columns=INTERACTION_COLUMNS,
 )
 _REVIEWS_2023 = RecordLayout(
     fields=(
@@ -180,6 +197,7 @@ _REVIEWS_2023 = RecordLayout(
         RawField("timestamp", pl.Int64, True),
     ),
     canonical=_ids("user_id", "parent_asin", "rating", "timestamp", millis=True),
+    required_columns=INTERACTION_COLUMNS,
 )
 _META_2014 = RecordLayout(
     fields=(
@@ -191,6 +209,7 @@ _META_2014 = RecordLayout(
         RawField("imUrl", pl.String),
     ),
     canonical=_meta_2014,
+    required_columns=("item",),
     parse_line=ast.literal_eval,
 )
 _META_2018 = RecordLayout(
@@ -205,6 +224,7 @@ _META_2018 = RecordLayout(
         RawField("imageURLHighRes", pl.List(pl.String)),
     ),
     canonical=_meta_2018,
+    required_columns=("item",),
 )
 _META_2023 = RecordLayout(
     fields=(
@@ -217,6 +237,7 @@ _META_2023 = RecordLayout(
         RawField("images", pl.List(_IMAGE_2023)),
     ),
     canonical=_meta_2023,
+    required_columns=("item",),
 )
 _METADATA_LAYOUTS: dict[str, RecordLayout] = {
     "amazon2014": _META_2014, "amazon2018": _META_2018, "amazon2023": _META_2023,
@@ -340,24 +361,24 @@ def _read_line_by_line(
     return pl.DataFrame(columns, schema=layout.schema), bad
 
 
+def _scan(path: Path, layout: RecordLayout, csv_columns: tuple[str, ...] | None) -> pl.LazyFrame:
+    if csv_columns is not None and _is_gzip(path):
+        return pl.read_csv(path, has_header=False, schema=layout.schema).lazy()
+    if csv_columns is not None:
+        return pl.scan_csv(path, has_header=False, schema=layout.schema)
+    return pl.scan_ndjson(path, schema=layout.schema)
+
+
 def _read_fast(path: Path, layout: RecordLayout, csv_columns: tuple[str, ...] | None) -> pl.DataFrame | None:
-    """The polars scan; ``None`` when polars rejects the file or a required field is null."""
+    """The polars scan in canonical columns; ``None`` when polars rejects the file or a required
+    column is null (a missing key, a null, or an empty id)."""
     try:
-        if csv_columns is not None and _is_gzip(path):
-            frame = pl.read_csv(path, has_header=False, schema=layout.schema)
-        elif csv_columns is not None:
-            frame = pl.scan_csv(path, has_header=False, schema=layout.schema).collect(engine="streaming")
-        else:
-            frame = pl.scan_ndjson(path, schema=layout.schema).collect(engine="streaming")
+        frame = _scan(path, layout, csv_columns).select(layout.canonical()).collect(engine="streaming")
     except (pl.exceptions.PolarsError, OSError, ValueError) as exc:
         logger.info("%s: polars scan failed (%s); reading line by line", path, str(exc).splitlines()[0])
         return None
-    if len(frame) == 0:
-        return frame
-    nulls = frame.select(pl.col(layout.required).null_count()).row(0)
-    string_keys = [k for k in layout.required if layout.schema[k] == pl.String]
-    empty_ids = frame.select(pl.any_horizontal([pl.col(k) == "" for k in string_keys]).any()).item()
-    return None if any(nulls) or empty_ids else frame
+    nulls = frame.select(pl.col(layout.required_columns).null_count()).row(0)
+    return None if any(nulls) else frame
 
 
 def _read(
@@ -369,10 +390,10 @@ def _read(
     if on_bad_lines not in ("error", "skip"):
         raise ValueError(f"on_bad_lines={on_bad_lines!r}: expected 'error' or 'skip'")
     frame = None if layout.parse_line is not json.loads else _read_fast(path, layout, csv_columns)
-    bad = BadLines()
-    if frame is None:
-        frame, bad = _read_line_by_line(path, layout, on_bad_lines, csv_columns)
-    return frame.select(layout.canonical()), bad
+    if frame is not None:
+        return frame, BadLines()
+    raw, bad = _read_line_by_line(path, layout, on_bad_lines, csv_columns)
+    return raw.select(layout.canonical()), bad
 
 
 def read_interactions(
