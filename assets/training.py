@@ -45,7 +45,7 @@ def train_and_log(
     spec = MODELS[model_name]
     settings = resolve_settings(model_name, entry.model_settings.get(model_name, {}))
     inputs = ModelInputs(data.n_users, data.n_items, data.train, data.features)
-    model = build_model(model_name, inputs, settings)
+    model = build_model(model_name, inputs, settings, seed=entry.training.seed)
     config = TrainConfig(
         max_epochs=entry.training.max_epochs,
         patience=entry.training.patience,

@@ -84,7 +84,7 @@ def cmd_train(args: argparse.Namespace) -> None:
     data = load_mmrec(Path(args.data), args.name)
     settings = resolve_settings(args.model, _parse_settings(args.set))
     inputs = ModelInputs(data.n_users, data.n_items, data.train, data.features)
-    model = build_model(args.model, inputs, settings)
+    model = build_model(args.model, inputs, settings, seed=args.seed)
     config = TrainConfig(
         max_epochs=args.max_epochs,
         patience=args.patience,

@@ -1,6 +1,7 @@
 """Graph construction: exact values on hand examples, chunking invariance, mixing, errors."""
 
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -13,6 +14,7 @@ from fitmm_core.graphs import (
     modality_graph_weights,
     normalized_user_item_adjacency,
 )
+from fitmm_core.models.propagation import SparseGraph
 
 
 def test_user_item_adjacency_values_on_hand_example():
@@ -117,3 +119,14 @@ def test_modality_weights_and_mixed_graph():
     features = {"image": np.eye(4), "text": np.eye(4)[::-1].copy()}
     mixed = mixed_knn_item_graph(features, k=1, image_weight=0.1).to_dense()
     torch.testing.assert_close(mixed, torch.eye(4))
+
+
+def test_building_and_converting_graphs_raises_no_warning():
+    pairs = np.array([[0, 0], [0, 1], [1, 0], [2, 1]])
+    features = {"image": np.eye(3, 4, dtype=np.float32) + 0.1, "text": np.ones((3, 2), dtype=np.float32)}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        adjacency = normalized_user_item_adjacency(3, 3, pairs)
+        items = mixed_knn_item_graph(features, k=2, image_weight=0.1)
+        SparseGraph(adjacency)
+        SparseGraph(items)

@@ -5,6 +5,7 @@ import pytest
 import torch
 from safetensors.torch import load, save
 
+from fitmm_core.graphs import mixed_knn_item_graph, normalized_user_item_adjacency
 from fitmm_core.models import FITMM, BprBatch, ModelInputs
 
 
@@ -49,7 +50,7 @@ def test_shapes_and_loss_terms():
     model = build()
     out = model.calculate_loss(full_batch(tiny_inputs()))
     assert set(out) == {"loss", "bpr", "ib", "consistency", "reg"}
-    total = out["bpr"] + 0.1 * out["ib"] + 0.1 * out["consistency"] + out["reg"]
+    total = out["bpr"] + 0.1 * out["ib"] + 0.01 * out["consistency"] + out["reg"]
     torch.testing.assert_close(out["loss"], total)
     assert out["ib"] >= 0 and out["consistency"] > 0 and out["reg"] > 0
     forward = model()
@@ -83,6 +84,42 @@ def test_loss_decreases_and_planted_preferences_are_learned():
         scores = model.eval().full_sort_predict(torch.arange(30))
     same_group = torch.arange(20)[None, :] % 4 == torch.arange(30)[:, None] % 4
     assert scores[same_group].mean() > scores[~same_group].mean() + 1.0
+
+
+@pytest.mark.parametrize("smooth, n_mm_layers", [(True, 1), (True, 2), (False, 1), (True, 0)])
+def test_item_ids_are_smoothed_on_the_frozen_item_graph(smooth, n_mm_layers):
+    inputs = tiny_inputs()
+    model = build(inputs, smooth_item_ids=smooth, n_mm_layers=n_mm_layers)
+    adjacency = normalized_user_item_adjacency(30, 20, inputs.train_pairs).to_dense()
+    ego = model.encoder.ego_embeddings().detach()
+    expected = (ego + adjacency @ ego + adjacency @ adjacency @ ego) / 3
+    if smooth and n_mm_layers > 0:
+        item_graph = mixed_knn_item_graph(inputs.features, k=3, image_weight=0.1).to_dense()
+        expected[30:] += torch.linalg.matrix_power(item_graph, n_mm_layers) @ ego[30:]
+    _, base, _ = model.encoder()
+    torch.testing.assert_close(base.detach(), expected, rtol=1e-5, atol=1e-6)
+    assert (model.encoder.item_graph is None) == (n_mm_layers == 0)
+
+
+def test_item_id_smoothing_passes_gradient_to_content_neighbours():
+    # content groups i // 5 cut across interaction groups i % 4: item 0's content neighbours 1-3
+    # share no user with it, so only the item graph links their embeddings to item 0's representation
+    base_inputs = tiny_inputs()
+    rng = np.random.default_rng(1)
+    content = np.hstack([np.eye(4)[np.arange(20) // 5], 0.1 * rng.normal(size=(20, 4))]).astype(np.float32)
+    inputs = ModelInputs(30, 20, base_inputs.train_pairs, {"image": content, "text": content})
+    model = build(inputs)
+    item_graph = mixed_knn_item_graph(inputs.features, k=3, image_weight=0.1).to_dense()
+    target = 0
+    _, base, _ = model.encoder(torch.tensor([30 + target]))
+    base.sum().backward()
+    grad = model.encoder.item_embedding.weight.grad
+    adjacency = normalized_user_item_adjacency(30, 20, inputs.train_pairs).to_dense()
+    ui_reach = (adjacency + adjacency @ adjacency)[30 + target, 30:] != 0
+    only_item_graph = (item_graph[target] != 0) & ~ui_reach
+    assert only_item_graph.sum() >= 1
+    row_sums = grad[only_item_graph].sum(dim=1)
+    torch.testing.assert_close(row_sums, 16 * item_graph[target, only_item_graph], rtol=1e-5, atol=1e-6)
 
 
 def test_state_dict_round_trip_reproduces_scores_exactly():
@@ -131,6 +168,7 @@ def test_covariance_basis_is_refreshed_by_pre_epoch():
         {"use_gate": False},
         {"use_ib": False},
         {"use_consistency": False},
+        {"smooth_item_ids": False},
         {"spectral_basis": "dct"},
         {"loss": "bce"},
         {"consistency": "infonce"},

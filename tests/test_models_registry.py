@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+import torch
 
 from fitmm_core.models import FITMM, MODELS, LightGCN, ModelInputs, build_model, coerce_setting, resolve_settings
 
@@ -58,3 +59,16 @@ def test_unknown_model_lists_available_ones():
 def test_bad_values_are_rejected(value, default, message):
     with pytest.raises(ValueError, match=f"setting x={value!r}: {message}"):
         coerce_setting("x", value, default)
+
+
+def test_seeded_build_is_reproducible_and_leaves_the_global_rng_alone():
+    pairs = np.array([[0, 0], [0, 1], [1, 1], [2, 2], [2, 0], [1, 2]])
+    inputs = ModelInputs(n_users=3, n_items=3, train_pairs=pairs, features={})
+    torch.manual_seed(5)
+    before = torch.rand(1)
+    torch.manual_seed(5)
+    first = build_model("lightgcn", inputs, seed=11).state_dict()
+    after = torch.rand(1)
+    second = build_model("lightgcn", inputs, seed=11).state_dict()
+    assert all(torch.equal(first[k], second[k]) for k in first)
+    assert torch.equal(before, after)

@@ -11,6 +11,8 @@ import inspect
 from dataclasses import dataclass, field
 from typing import Any
 
+import torch
+
 from fitmm_core.models.base import BprBatch, ModelInputs, Recommender
 from fitmm_core.models.fitmm import FITMM
 from fitmm_core.models.freedom import FREEDOM
@@ -92,10 +94,19 @@ def resolve_settings(name: str, settings: dict[str, Any] | None = None) -> dict[
     return resolved
 
 
-def build_model(name: str, inputs: ModelInputs, settings: dict[str, Any] | None = None) -> Recommender:
-    """Construct model ``name`` on ``inputs`` with its defaults overridden by ``settings``."""
+def build_model(
+    name: str, inputs: ModelInputs, settings: dict[str, Any] | None = None, seed: int | None = None
+) -> Recommender:
+    """Construct model ``name`` on ``inputs`` with its defaults overridden by ``settings``.
+
+    With ``seed``, parameters are initialised from ``torch.manual_seed(seed)`` (the caller's global
+    RNG state is left as it was), so the same command and seed give the same model.
+    """
     settings = resolve_settings(name, settings)
-    return MODELS[name].cls(inputs, **settings)
+    with torch.random.fork_rng(devices=[]):
+        if seed is not None:
+            torch.manual_seed(seed)
+        return MODELS[name].cls(inputs, **settings)
 
 
 __all__ = [

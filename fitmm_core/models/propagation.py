@@ -16,16 +16,23 @@ from fitmm_core.models.base import Recommender
 
 
 class _SparseMatmul(torch.autograd.Function):
-    """``y = A x`` with ``dL/dx = A^T dL/dy``; ``A`` and ``A^T`` are constants (no gradient)."""
+    """``y = A x`` with ``dL/dx = A^T dL/dy``; ``A`` and ``A^T`` are constants (no gradient).
+
+    cuSPARSE has no float32-matrix x bfloat16-dense product, so under CUDA autocast the dense
+    input is cast to float32 and both passes run in float32 (``torch.amp.custom_fwd`` /
+    ``custom_bwd``); outside autocast, and on the CPU, the decorators do nothing.
+    """
 
     @staticmethod
+    @torch.amp.custom_fwd(device_type="cuda", cast_inputs=torch.float32)
     def forward(ctx, matrix: torch.Tensor, matrix_t: torch.Tensor, dense: torch.Tensor) -> torch.Tensor:
         ctx.matrix_t = matrix_t
         return torch.sparse.mm(matrix, dense)
 
     @staticmethod
+    @torch.amp.custom_bwd(device_type="cuda")
     def backward(ctx, grad: torch.Tensor) -> tuple[None, None, torch.Tensor]:
-        return None, None, torch.sparse.mm(ctx.matrix_t, grad)
+        return None, None, torch.sparse.mm(ctx.matrix_t, grad.to(ctx.matrix_t.dtype))
 
 
 def _is_symmetric(matrix: torch.Tensor) -> bool:

@@ -60,7 +60,8 @@ class FITMM(GraphRecommender):
 
     Switches (one ablation each): ``use_spectral=False`` treats the whole space as one band;
     ``use_gate=False`` fixes every gate at 1 (plain sum; the IB term, which acts on the gates, is
-    then 0); ``use_ib=False`` and ``use_consistency=False`` drop those terms.
+    then 0); ``use_ib=False`` and ``use_consistency=False`` drop those terms;
+    ``smooth_item_ids=False`` drops the item-ID smoothing on the item graph.
     With one modality there is no cross-modal signal: fusion weights are 1, and the IB and
     consistency terms are 0. Without modalities FITMM is LightGCN (with ``reg_weight``).
 
@@ -102,11 +103,11 @@ class FITMM(GraphRecommender):
         spectral_basis: str = "covariance",
         feature_rank: int = 256,
         lambda_ib: float = 0.1,
-        ib_beta: float = 4.0,
-        lambda_consistency: float = 0.1,
+        ib_beta: float = 2.0,
+        lambda_consistency: float = 0.01,
         consistency: str = "cosine",
         temperature: float = 0.2,
-        reg_weight: float = 1e-3,
+        reg_weight: float = 1e-4,
         loss: str = "bpr",
         use_spectral: bool = True,
         use_gate: bool = True,

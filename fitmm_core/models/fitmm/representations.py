@@ -162,7 +162,7 @@ class GraphEnhancedRepresentations(nn.Module):
         base = light_propagate(self.adjacency, ego, self.num_layers)
         if self.item_graph is None or not self.smooth_item_ids:
             return base
-        smoothed = self._smooth_items(self.item_embedding.weight)
+        smoothed = self._smooth_items(ego[self.n_users :])
         return torch.cat([base[: self.n_users], base[self.n_users :] + smoothed])
 
     def forward(self, nodes: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
