@@ -6,7 +6,6 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-import polars as pl
 import pytest
 import torch
 from PIL import Image, ImageDraw
@@ -16,6 +15,7 @@ from fitmm_core.paths import feature_cache_dir
 from fitmm_core.features.encode import encode_images, encode_text
 from fitmm_core.features.image import TorchImageEncoder, load_efficientnet_lite0
 from fitmm_core.features.text import SentenceTransformerEncoder, bundled_minilm_folder
+from tests.items import write_items
 
 
 class CountingTextEncoder:
@@ -43,16 +43,6 @@ class CountingImageEncoder:
     def encode_pixels(self, pixels: torch.Tensor) -> np.ndarray:
         self.encoded += int(pixels.shape[0])
         return self.inner.encode_pixels(pixels)
-
-
-def write_items(folder: Path, texts: list[str], images: list[str | None]) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    pl.DataFrame(
-        {"itemID": list(range(len(texts))), "asin": [f"B{i}" for i in range(len(texts))], "text": texts,
-         "image": images},
-        schema={"itemID": pl.Int64, "asin": pl.String, "text": pl.String, "image": pl.String},
-    ).write_parquet(folder / "items.parquet")
-    return folder
 
 
 def draw_png(path: Path, shade: int) -> str:

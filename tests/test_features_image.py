@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import polars as pl
 import pytest
 import torch
 from PIL import Image, ImageDraw
@@ -23,6 +22,7 @@ from fitmm_core.features.image import (
     load_efficientnet_lite0,
     load_image_encoder,
 )
+from tests.items import write_items
 
 COLOURS = [(220, 30, 30), (30, 160, 60), (40, 60, 210), (240, 200, 20)]
 
@@ -34,18 +34,6 @@ def draw_jpeg(path: Path, colour: tuple[int, int, int], size: tuple[int, int] = 
     draw.rectangle((0, 0, size[0] // 4, size[1] // 4), fill=tuple(255 - c for c in colour))
     image.save(path, "JPEG", quality=92)
     return path
-
-
-def write_items(folder: Path, images: list[str | None]) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    n = len(images)
-    pl.DataFrame(
-        {"itemID": list(range(n)), "asin": [f"B{i:04d}" for i in range(n)], "text": [f"item {i}" for i in range(n)],
-         "image": images, "top_category": [None] * n},
-        schema={"itemID": pl.Int64, "asin": pl.String, "text": pl.String, "image": pl.String,
-                "top_category": pl.String},
-    ).write_parquet(folder / "items.parquet")
-    return folder
 
 
 @pytest.fixture(scope="module")
@@ -108,7 +96,7 @@ def test_missing_images_get_the_mean_vector_and_mask(tmp_path: Path, efficientne
     images = [str(draw_jpeg(tmp_path / f"{i}.jpg", c)) for i, c in enumerate(COLOURS[:3])]
     (tmp_path / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
     references = [images[0], None, images[1], str(tmp_path / "gone.jpg"), "../broken.jpg", images[2]]
-    folder = write_items(tmp_path / "ds", references)
+    folder = write_items(tmp_path / "ds", images=references)
     report = encode_images(folder, efficientnet, cache_dir=tmp_path / "cache", progress=False, decode_workers=0)
     matrix = np.load(folder / "image_feat.npy")
     mask = np.load(folder / "image_mask.npy")
@@ -125,7 +113,7 @@ def test_missing_images_get_the_mean_vector_and_mask(tmp_path: Path, efficientne
 
 def test_worker_processes_decode_the_same_pixels(tmp_path: Path, efficientnet: TorchImageEncoder) -> None:
     images = [str(draw_jpeg(tmp_path / f"{i}.jpg", c, (80 + 10 * i, 64))) for i, c in enumerate(COLOURS)]
-    folder = write_items(tmp_path / "ds", images)
+    folder = write_items(tmp_path / "ds", images=images)
     encode_images(folder, efficientnet, cache_dir=tmp_path / "inline", progress=False, decode_workers=0, batch_size=3)
     inline = np.load(folder / "image_feat.npy")
     encode_images(folder, efficientnet, cache_dir=tmp_path / "workers", progress=False, decode_workers=2, batch_size=3)
@@ -136,7 +124,7 @@ def test_tiny_clip_end_to_end(tmp_path: Path, tiny_clip_dir: Path) -> None:
     from transformers import CLIPModel
 
     images = [str(draw_jpeg(tmp_path / f"{i}.jpg", c)) for i, c in enumerate(COLOURS)]
-    folder = write_items(tmp_path / "ds", images + [None])
+    folder = write_items(tmp_path / "ds", images=images + [None])
     report = encode_images(folder, f"clip:{tiny_clip_dir}", device="cpu", cache_dir=tmp_path / "cache", progress=False)
     matrix = np.load(folder / "image_feat.npy")
     assert matrix.shape == (5, 24) and report["dim"] == 24 and report["n_missing"] == 1
@@ -178,7 +166,7 @@ def test_clip_folder_that_does_not_exist_or_is_not_clip(tmp_path: Path) -> None:
 
 
 def test_no_usable_image_is_a_config_error(tmp_path: Path, efficientnet: TorchImageEncoder) -> None:
-    folder = write_items(tmp_path / "ds", [None, str(tmp_path / "gone.jpg")])
+    folder = write_items(tmp_path / "ds", images=[None, str(tmp_path / "gone.jpg")])
     with pytest.raises(EncoderConfigError, match=r"none of the 2 items.*has a usable image.*'no image': 1"):
         encode_images(folder, efficientnet, cache_dir=tmp_path / "cache", progress=False)
     assert not (folder / "image_feat.npy").exists()

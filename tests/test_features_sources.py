@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import io
-import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +15,7 @@ import pytest
 from PIL import Image
 
 from fitmm_core.features.encode import encode_images
+from tests.servers import serving
 from fitmm_core.features.image import load_efficientnet_lite0
 from fitmm_core.features.image_sources import FetchSettings, resolve_image_sources, url_cache_path
 
@@ -77,13 +77,8 @@ class ImageServer(BaseHTTPRequestHandler):
 @pytest.fixture
 def server() -> Iterator[str]:
     ImageServer.hits = Counter()
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), ImageServer)
-    httpd.daemon_threads = True
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}"
-    httpd.shutdown()
-    httpd.server_close()
+    with serving(ImageServer) as url:
+        yield url
 
 
 def test_each_planted_failure_is_reported_not_raised(server: str, tmp_path: Path) -> None:

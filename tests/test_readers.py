@@ -6,7 +6,6 @@ import gzip
 import hashlib
 import http.server
 import json
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,6 +14,7 @@ import pytest
 
 from fitmm_core.data.readers import RawFormatError, read_interactions, read_metadata
 from fitmm_core.data.sources import resolve_source
+from tests.servers import serving
 
 GIFT_CARDS = Path(__file__).resolve().parents[2] / "shared/data/amazon2018_gift_cards/meta_Gift_Cards.json"
 
@@ -188,12 +188,8 @@ class _RangeHandler(http.server.BaseHTTPRequestHandler):
 def server() -> Iterator[str]:
     _RangeHandler.payload = bytes(range(256)) * 400
     _RangeHandler.requests = []
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _RangeHandler)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}/files/meta_Toys.json.gz"
-    httpd.shutdown()
-    httpd.server_close()
+    with serving(_RangeHandler) as url:
+        yield f"{url}/files/meta_Toys.json.gz"
 
 
 def test_url_downloaded_once_with_record(server: str, tmp_path: Path) -> None:
