@@ -4,16 +4,19 @@ Every model follows one protocol (``fitmm_core.training.fit``): BPR with one uni
 Adam, early stopping on validation Recall@20, test evaluated once at the best checkpoint.
 """
 
+import shutil
+
 import dagster as dg
+import matplotlib.pyplot as plt
 import mlflow
 
 from assets.partitions import dataset_partitions
 from assets.plots import learning_curve_figure
 from fitmm_core.bundle import save_bundle
-from fitmm_core.data.mmrec_format import load_mmrec, read_id_map, ITEM_MAP_FILE
+from fitmm_core.data.mmrec_format import load_mmrec, read_item_ids
 from fitmm_core.models import MODELS, build_model, resolve_settings
 from fitmm_core.models.base import ModelInputs
-from fitmm_core.training.trainer import TrainConfig, fit
+from fitmm_core.training.trainer import TrainConfig, TrainResult, fit
 from pipelines.catalog import DatasetEntry
 from pipelines.mlflow_resource import MlflowTracking, metric_key
 from pipelines.resources import ComputeDevice, DatasetCatalog, FitmmStorage
@@ -21,7 +24,7 @@ from pipelines.resources import ComputeDevice, DatasetCatalog, FitmmStorage
 GRAPH_ASSETS = ["text_features", "image_features", "interaction_graph", "item_graphs"]
 
 
-def _final_metrics(result) -> dict[str, float]:
+def _final_metrics(result: TrainResult) -> dict[str, float]:
     return {
         **{metric_key("valid", k): v for k, v in result.valid.items()},
         **{metric_key("test", k): v for k, v in result.test.items()},
@@ -87,15 +90,16 @@ def train_and_log(
         final = _final_metrics(result)
         mlflow.log_metrics(final)
         if result.history:
-            mlflow.log_figure(learning_curve_figure(result.history, model_name), "learning_curve.png")
+            figure = learning_curve_figure(result.history, model_name)
+            mlflow.log_figure(figure, "learning_curve.png")
+            plt.close(figure)
         summary = result.summary(model_name)
         mlflow.log_dict(summary, "summary.json")
-    item_map = read_id_map(f"{interactions['folder']}/{ITEM_MAP_FILE}")
-    item_ids = [asin for asin, _ in sorted(item_map.items(), key=lambda kv: kv[1])]
     bundle = save_bundle(
-        storage.model_dir(entry.name, model_name), model_name, settings,
-        result.model, inputs, item_ids, extra={"dataset": entry.name, "run_id": run.info.run_id},
+        storage.model_dir(entry.name, model_name), model_name, settings, result.model, inputs,
+        read_item_ids(interactions["folder"], data.n_items), extra={"dataset": entry.name, "run_id": run.info.run_id},
     )
+    shutil.rmtree(config.checkpoint_dir, ignore_errors=True)  # only an unfinished run resumes from them
     return {"model": model_name, "run_id": run.info.run_id, "bundle": str(bundle), **summary}
 
 

@@ -74,7 +74,7 @@ def cmd_encode(args: argparse.Namespace) -> None:
 
 def cmd_train(args: argparse.Namespace) -> None:
     from fitmm_core.bundle import save_bundle
-    from fitmm_core.data.mmrec_format import ITEM_MAP_FILE, load_mmrec, read_id_map
+    from fitmm_core.data.mmrec_format import load_mmrec, read_item_ids
     from fitmm_core.models import MODELS, build_model, resolve_settings
     from fitmm_core.models.base import ModelInputs
     from fitmm_core.training.trainer import TrainConfig, fit
@@ -102,12 +102,7 @@ def cmd_train(args: argparse.Namespace) -> None:
     )
     result = fit(model, data, config)
     if args.out:
-        item_map_path = Path(args.data) / ITEM_MAP_FILE
-        if item_map_path.exists():
-            ids = read_id_map(item_map_path)
-            item_ids = [asin for asin, _ in sorted(ids.items(), key=lambda kv: kv[1])]
-        else:
-            item_ids = [str(i) for i in range(data.n_items)]
+        item_ids = read_item_ids(Path(args.data), data.n_items)
         save_bundle(Path(args.out), args.model, settings, result.model, inputs, item_ids, extra={"dataset": data.name})
     print(json.dumps(result.summary(args.model)))
 

@@ -155,6 +155,15 @@ def read_id_map(path: Path) -> dict[str, int]:
         return {row[0]: int(row[1]) for row in reader if row}
 
 
+def read_item_ids(folder: Path, n_items: int) -> list[str]:
+    """Raw item ids (asins) by contiguous id from ``i_id_mapping.csv``; the ids as text without one."""
+    path = Path(folder) / ITEM_MAP_FILE
+    if not path.exists():
+        return [str(i) for i in range(n_items)]
+    by_id = {item: raw for raw, item in read_id_map(path).items()}
+    return [by_id.get(i, str(i)) for i in range(n_items)]
+
+
 def read_manifest(folder: Path) -> dict:
     """The folder's ``manifest.json``, or an empty dict for a plain MMRec folder."""
     path = Path(folder) / MANIFEST_FILE
