@@ -61,19 +61,22 @@ class MlflowTracking(dg.ConfigurableResource):
             location = (root / dataset).resolve().as_uri()
         return client.create_experiment(name, artifact_location=location)
 
+    def _use_store(self) -> None:
+        """Point MLflow's fluent API (``mlflow.log_*``) at this store."""
+        mlflow.set_tracking_uri(self.uri())
+        mlflow.set_registry_uri(self.uri())
+
     @contextmanager
     def run(self, dataset: str, run_name: str, tags: dict[str, str]) -> Iterator[mlflow.ActiveRun]:
         """An active MLflow run in the dataset's experiment; failed if the body raises."""
-        mlflow.set_tracking_uri(self.uri())
-        mlflow.set_registry_uri(self.uri())
+        self._use_store()
         with mlflow.start_run(experiment_id=self.experiment_id(dataset), run_name=run_name, tags=tags) as run:
             yield run
 
     @contextmanager
     def resume(self, run_id: str) -> Iterator[mlflow.ActiveRun]:
         """Re-open a finished run (to attach the logged model, say)."""
-        mlflow.set_tracking_uri(self.uri())
-        mlflow.set_registry_uri(self.uri())
+        self._use_store()
         with mlflow.start_run(run_id=run_id) as run:
             yield run
 
