@@ -170,3 +170,22 @@ def test_no_usable_image_is_a_config_error(tmp_path: Path, efficientnet: TorchIm
     with pytest.raises(EncoderConfigError, match=r"none of the 2 items.*has a usable image.*'no image': 1"):
         encode_images(folder, efficientnet, cache_dir=tmp_path / "cache", progress=False)
     assert not (folder / "image_feat.npy").exists()
+
+
+GIFT_CARD_IMAGES = Path(__file__).resolve().parents[2] / "shared/data/amazon2018_gift_cards/images"
+
+
+@pytest.mark.skipif(not GIFT_CARD_IMAGES.exists(), reason="shared Amazon 2018 Gift Cards images not present")
+@pytest.mark.parametrize("encoder_name", ["efficientnet", "tiny_clip"])
+def test_real_gift_card_images_through_both_encoders(
+    tmp_path: Path, encoder_name: str, efficientnet: TorchImageEncoder, tiny_clip_dir: Path
+) -> None:
+    photos = sorted(GIFT_CARD_IMAGES.glob("*.jpg"))[:12]
+    folder = write_items(tmp_path / "gift", images=[str(p) for p in photos])
+    encoder = efficientnet if encoder_name == "efficientnet" else f"clip:{tiny_clip_dir}"
+    report = encode_images(folder, encoder, device="cpu", cache_dir=tmp_path / "cache", progress=False)
+    matrix = np.load(folder / "image_feat.npy")
+    assert report["n_missing"] == 0 and np.load(folder / "image_mask.npy").all()
+    assert matrix.shape == (len(photos), 1280 if encoder_name == "efficientnet" else 24)
+    distinct_photos = len({p.read_bytes() for p in photos})  # some gift cards share a picture
+    assert np.isfinite(matrix).all() and np.unique(matrix.round(5), axis=0).shape[0] == distinct_photos
