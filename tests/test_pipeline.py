@@ -23,11 +23,14 @@ ASSET_KEYS = {
 }
 
 
-def _materialize(catalog: Path, home: Path) -> dg.ExecuteInProcessResult:
+def _materialize(catalog: Path, home: Path, only: set[str] | None = None) -> dg.ExecuteInProcessResult:
+    """Materialize partition ``demo`` (every asset, or the assets defining a key in ``only``)."""
+    selected = [a for a in defs.assets if only is None or {k.to_user_string() for k in a.keys} & only]
     return dg.materialize(
-        list(defs.assets),
+        selected,
         partition_key="demo",
         instance=dg.DagsterInstance.ephemeral(),
+        raise_on_error=only is None,
         resources={
             "catalog": DatasetCatalog(path=str(catalog)),
             "storage": FitmmStorage(root=str(home)),
@@ -135,3 +138,25 @@ def test_catalog_errors_name_the_file_and_key(tmp_path: Path):
     path.write_text("datasets:\n  mine:\n    format: demo\n    training: {max_epochs: many}\n")
     with pytest.raises(CatalogError, match="datasets.mine.training.max_epochs: expected int"):
         load_catalog(path)
+
+
+def test_a_planted_leak_fails_the_blocking_check_and_stops_downstream(tmp_path: Path):
+    source = tmp_path / "leaky"
+    source.mkdir()
+    rows = [(u, i, 0) for u in range(6) for i in range(6)] + [(0, 0, 2)]  # (0, 0) in train and in test
+    (source / "leaky.inter").write_text(
+        "userID\titemID\trating\ttimestamp\tx_label\n" + "".join(f"{u}\t{i}\t5.0\t1\t{x}\n" for u, i, x in rows)
+    )
+    (source / "u_id_mapping.csv").write_text("user_id\tuserID\n" + "".join(f"U{u}\t{u}\n" for u in range(6)))
+    (source / "i_id_mapping.csv").write_text("asin\titemID\n" + "".join(f"I{i}\t{i}\n" for i in range(6)))
+    catalog = tmp_path / "catalog.yaml"
+    catalog.write_text(f"datasets:\n  demo:\n    format: mmrec\n    reviews: {source}\n    k_core: 1\n")
+    result = _materialize(catalog, tmp_path / "home", only={"raw_reviews", "interactions", "interaction_graph"})
+    checks = {c.check_name: c.passed for c in result.get_asset_check_evaluations()}
+    assert checks["splits_disjoint"] is False
+    materialized = {e.asset_key.to_user_string() for e in result.get_asset_materialization_events()}
+    assert "interactions" in materialized and "interaction_graph" not in materialized
+    (failure,) = [e for e in result.all_events if e.is_step_failure]
+    assert failure.step_key == "interactions"
+    assert "blocking asset checks failed" in failure.event_specific_data.error.message
+    assert "interaction_graph" not in {e.step_key for e in result.all_events if e.is_step_start}
