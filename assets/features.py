@@ -1,5 +1,7 @@
 """Item features: sentence-transformer text vectors and image vectors (CLIP or EfficientNet-Lite0)."""
 
+from collections.abc import Callable
+
 import dagster as dg
 import numpy as np
 
@@ -30,7 +32,16 @@ def _imported(folder: str, modality: str) -> dict | None:
     return {"encoder": "imported", "dim": int(matrix.shape[1]), "n_items": int(matrix.shape[0]), "file": path}
 
 
-def _encode(context, modality: str, interactions: dict, catalog, storage, compute, encode) -> dg.Output:
+def _encode(
+    context: dg.AssetExecutionContext,
+    modality: str,
+    interactions: dict,
+    catalog: DatasetCatalog,
+    storage: FitmmStorage,
+    compute: ComputeDevice,
+    encode: Callable[..., dict],
+) -> dg.Output[dict]:
+    """Encode one modality of the prepared folder (or report the features an MMRec import brought)."""
     entry = catalog.entry(context.partition_key)
     folder = interactions["folder"]
     if entry.format == "mmrec":
