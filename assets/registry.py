@@ -72,9 +72,10 @@ def registered_models(
     registered = {}
     for name, summary in _all_models(fitmm_model, baseline_models).items():
         registered_name = f"{name}-{dataset}"
-        tags = {"dagster_run_id": context.run_id, "dataset": dataset, SELECTION_METRIC: str(summary["valid"]["recall@20"])}
+        score = summary["valid"]["recall@20"]
+        tags = {"dagster_run_id": context.run_id, "dataset": dataset, SELECTION_METRIC: str(score)}
         version = mlflow_tracking.log_and_register(summary["run_id"], summary["bundle"], registered_name, tags)
-        promoted = mlflow_tracking.promote_if_better(registered_name, version, summary["valid"]["recall@20"])
+        promoted = mlflow_tracking.promote_if_better(registered_name, version, score)
         context.log.info("%s version %s%s", registered_name, version, " is the new champion" if promoted else "")
         registered[name] = {"registered_model": registered_name, "version": version, "champion": promoted}
     metadata = {

@@ -114,7 +114,9 @@ def cmd_recommend(args: argparse.Namespace) -> None:
     users = [int(u) for u in args.users.split(",") if u.strip()]
     items, scores = recommend(bundle, users, args.k)
     for user, row, row_scores in zip(users, items, scores):
-        ranked = [{"item_id": int(i), "asin": bundle.item_ids[i], "score": round(float(s), 5)} for i, s in zip(row, row_scores)]
+        ranked = [
+            {"item_id": int(i), "asin": bundle.item_ids[i], "score": round(float(s), 5)} for i, s in zip(row, row_scores)
+        ]
         print(json.dumps({"user_id": user, "items": ranked}))
 
 

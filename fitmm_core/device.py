@@ -14,8 +14,8 @@ def resolve_device(spec: str | torch.device = "auto") -> torch.device:
     """``"auto"`` -> ``cuda`` if available else ``cpu``; ``"cpu"``, ``"cuda"``, ``"cuda:N"`` as given.
 
     A CUDA device always carries its index (``cuda`` -> ``cuda:<current>``) so devices compare equal
-    to those of tensors placed on them. Raises ``ValueError`` for an unknown spec and ``RuntimeError`` when CUDA (or device ``N``) is
-    asked for but absent, rather than silently running on the CPU.
+    to those of tensors placed on them. Raises ``ValueError`` for an unknown spec and ``RuntimeError``
+    when CUDA (or device ``N``) is asked for but absent, rather than silently running on the CPU.
     """
     if isinstance(spec, str) and spec.strip().lower() == "auto":
         spec = "cuda" if torch.cuda.is_available() else "cpu"

@@ -52,8 +52,8 @@ class GraphEnhancedRepresentations(nn.Module):
     with :math:`\hat A` the normalised user-item graph, :math:`\hat S` the frozen mixed kNN item
     graph (FREEDOM's), :math:`\bar E^{+}` the graph-enhanced ID representation (the item-ID
     smoothing :math:`h_i = (\hat S^{L_m} E_I)_i` of FREEDOM/LATTICE, recomputed every step because
-    :math:`E_I` is trained; ``smooth_item_ids=False`` keeps :math:`\bar E`), :math:`\tilde F_m` the item features of modality :math:`m` reduced to their top
-    ``feature_rank`` principal directions (exact when the feature dimension is at most that) and
+    :math:`E_I` is trained; ``smooth_item_ids=False`` keeps :math:`\bar E`), :math:`\tilde F_m`
+    the item features of modality :math:`m` reduced to their top ``feature_rank`` principal directions (exact when the feature dimension is at most that) and
     :math:`W_m, b_m` a learned linear map to :math:`d`. Users have no content of their own: their
     modality representation is what the graph brings them from their items.
 
