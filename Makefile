@@ -8,6 +8,8 @@ BIN := $(VENV)/bin
 # e.g. `make install TORCH_INDEX=<PyTorch wheel index URL for your CUDA version>`.
 TORCH_INDEX ?=
 PIP_INDEX_FLAGS := $(if $(TORCH_INDEX),--extra-index-url $(TORCH_INDEX))
+# CUDA hosts: `make install EXTRAS=dev,nvjpeg` adds torchvision, so images are decoded on the GPU.
+EXTRAS ?= dev
 
 export FITMM_HOME ?= $(CURDIR)/.fitmm
 export DAGSTER_HOME ?= $(FITMM_HOME)/dagster
@@ -15,14 +17,15 @@ export HF_HUB_OFFLINE ?= 1
 export TRANSFORMERS_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-STAMP := $(VENV)/.installed-stamp
+comma := ,
+STAMP := $(VENV)/.installed-$(subst $(comma),-,$(EXTRAS))
 
 .PHONY: install demo test ui mlflow benchmark clean
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade "pip>=24"
-	$(BIN)/python -m pip install --quiet $(PIP_INDEX_FLAGS) -c constraints.txt -e '.[dev]'
+	$(BIN)/python -m pip install --quiet $(PIP_INDEX_FLAGS) -c constraints.txt -e '.[$(EXTRAS)]'
 	@touch $(STAMP)
 
 install: $(STAMP)

@@ -2,7 +2,7 @@
 
     fitmm demo-data --out DIR [--seed S]
     fitmm prepare --format amazon2018 --reviews PATH --meta PATH [--images DIR] --out DIR
-    fitmm encode --data DIR [--text-encoder NAME] [--image-encoder NAME]
+    fitmm encode --data DIR [--text-encoder NAME] [--image-encoder NAME] [--image-decode auto]
     fitmm train --data DIR --model fitmm [--device auto] [--max-epochs N] [--set key=value ...]
     fitmm recommend --model-dir DIR --users 0,1,2 [--k 10]
 
@@ -18,6 +18,8 @@ import sys
 from pathlib import Path
 
 FORMATS = ("amazon2014", "amazon2018", "amazon2023", "mmrec")
+# features.image_decode.IMAGE_DECODERS, spelled out so that `fitmm --help` does not import torch
+IMAGE_DECODERS = ("auto", "pil", "nvjpeg")
 
 
 def _parse_settings(pairs: list[str]) -> dict[str, str]:
@@ -68,6 +70,7 @@ def cmd_encode(args: argparse.Namespace) -> None:
         device=args.device,
         batch_size=args.batch_size,
         modalities=tuple(args.modalities.split(",")),
+        image_decode=args.image_decode,
     )
     print(json.dumps(report, default=str))
 
@@ -154,6 +157,9 @@ def build_parser() -> argparse.ArgumentParser:
     encode.add_argument("--modalities", default="text,image")
     encode.add_argument("--device", default="auto")
     encode.add_argument("--batch-size", type=int, default=64)
+    encode.add_argument("--image-decode", default="auto", choices=IMAGE_DECODERS,
+                        help="JPEG decoding: nvjpeg on the GPU, pil in CPU worker processes, or auto "
+                             "(nvjpeg when the encoder runs on CUDA and torchvision is installed)")
     encode.set_defaults(func=cmd_encode)
 
     train = commands.add_parser("train", help="train and evaluate one model on an MMRec-format folder")

@@ -14,6 +14,8 @@ from typing import Any
 
 import yaml
 
+from fitmm_core.features.image_decode import IMAGE_DECODERS
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CATALOG = REPO_ROOT / "catalog.yaml"
 FORMATS = ("amazon2014", "amazon2018", "amazon2023", "mmrec", "demo")
@@ -54,6 +56,7 @@ class DatasetEntry:
     on_bad_lines: str = "error"
     text_encoder: str = "sentence-transformers/all-MiniLM-L6-v2"
     image_encoder: str = "clip:openai/clip-vit-base-patch32"
+    image_decode: str = "auto"
     models: tuple[str, ...] = ("fitmm", "lightgcn", "mostpop")
     model_settings: dict[str, dict[str, Any]] = field(default_factory=dict)
     training: TrainingSettings = field(default_factory=TrainingSettings)
@@ -121,6 +124,10 @@ def _parse_entry(name: str, raw: Any, path: Path) -> DatasetEntry:
             if bad:
                 raise CatalogError(f"{where}.models: unknown model(s) {bad}; known: {list(KNOWN_MODELS)}")
             settings[key] = tuple(value)
+        elif key == "image_decode":
+            if value not in IMAGE_DECODERS:
+                raise CatalogError(f"{where}.image_decode: {value!r}; expected one of {list(IMAGE_DECODERS)}")
+            settings[key] = value
         elif key == "model_settings":
             if not isinstance(value, dict) or not all(isinstance(v, dict) for v in value.values()):
                 raise CatalogError(f"{where}.model_settings: expected {{model: {{setting: value}}}}")

@@ -60,3 +60,17 @@ def test_bad_settings_are_reported_clearly(prepared: Path):
     assert "num_bandz" in result.stderr and "num_bands" in result.stderr
     result = fitmm("train", "--data", str(prepared / "nowhere"), "--model", "fitmm", check=False)
     assert result.returncode == 2 and "nowhere" in result.stderr
+
+
+def test_encode_with_nvjpeg_off_cuda_says_why(prepared: Path):
+    result = fitmm("encode", "--data", str(prepared), "--modalities", "image", "--device", "cpu",
+                   "--image-encoder", "efficientnet-lite0", "--image-decode", "nvjpeg", check=False)
+    assert result.returncode == 2
+    assert "image_decode 'nvjpeg': nvJPEG needs a CUDA device" in result.stderr
+
+
+def test_decoder_choices_match_the_library():
+    from fitmm_core.cli import IMAGE_DECODERS
+    from fitmm_core.features.image_decode import IMAGE_DECODERS as LIBRARY_DECODERS
+
+    assert IMAGE_DECODERS == LIBRARY_DECODERS

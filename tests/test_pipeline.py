@@ -138,6 +138,9 @@ def test_catalog_errors_name_the_file_and_key(tmp_path: Path):
     path.write_text("datasets:\n  mine:\n    format: demo\n    training: {max_epochs: many}\n")
     with pytest.raises(CatalogError, match="datasets.mine.training.max_epochs: expected int"):
         load_catalog(path)
+    path.write_text("datasets:\n  mine:\n    format: demo\n    image_decode: gpu\n")
+    with pytest.raises(CatalogError, match=r"datasets.mine.image_decode: 'gpu'; expected one of \['auto', 'pil'"):
+        load_catalog(path)
 
 
 def test_a_planted_leak_fails_the_blocking_check_and_stops_downstream(tmp_path: Path):

@@ -36,7 +36,7 @@ from fitmm_core.features.cache import FeatureCache, content_key
 from fitmm_core.paths import feature_cache_dir
 from fitmm_core.features.errors import EncoderConfigError
 from fitmm_core.features.image import EFFICIENTNET_LITE0, ImageEncoder, load_image_encoder
-from fitmm_core.features.image_decode import default_decode_workers, iter_decoded_batches
+from fitmm_core.features.image_decode import choose_image_decoder, default_decode_workers, iter_image_batches
 from fitmm_core.features.image_sources import FetchSettings, ImageSource, hash_files, resolve_image_sources
 from fitmm_core.features.text import DEFAULT_TEXT_ENCODER, SentenceTransformerEncoder, TextEncoder
 
@@ -112,12 +112,14 @@ def embed_texts(
 @dataclass
 class ImageEmbedding:
     """Per-item image vectors: ``mask[i]`` is True where item ``i`` had a real, decodable image;
-    the other rows hold the mean of the real ones. ``failures`` maps item -> (kind, detail)."""
+    the other rows hold the mean of the real ones. ``failures`` maps item -> (kind, detail);
+    ``decoder`` is the decoder chosen for the files not in the cache (``pil`` or ``nvjpeg``)."""
 
     matrix: np.ndarray
     mask: np.ndarray
     n_cached: int
     failures: dict[int, tuple[str, str]]
+    decoder: str
 
 
 def embed_image_sources(
@@ -127,9 +129,11 @@ def embed_image_sources(
     batch_size: int = 64,
     decode_workers: int | None = None,
     progress: bool = True,
+    decoder: str = "auto",
 ) -> ImageEmbedding:
     """Vectors for the items' image files: cached ones are looked up by the file's sha256, the rest
-    are decoded by worker processes and encoded batch by batch, each batch written to ``cache``."""
+    are decoded (``decoder``: see :func:`choose_image_decoder`) and encoded batch by batch, each
+    batch written to ``cache``."""
     failures = {i: (source.failure or "missing", source.detail) for i, source in enumerate(sources) if not source.ok}
     present = [i for i, source in enumerate(sources) if source.ok]
     keys = dict(zip(present, hash_files([sources[i].path for i in present])))
@@ -143,9 +147,8 @@ def embed_image_sources(
     undecodable: dict[str, str] = {}
     n_batches = -(-len(todo) // batch_size)  # no more worker processes than batches (none when all cached)
     workers = min(default_decode_workers() if decode_workers is None else decode_workers, n_batches)
-    batches = iter_decoded_batches(
-        list(todo.values()), encoder.preprocess, batch_size, workers, pin_memory=encoder.device.type == "cuda"
-    )
+    used = choose_image_decoder(decoder, encoder.device)
+    batches = iter_image_batches(list(todo.values()), encoder.preprocess, batch_size, encoder.device, used, workers)
     with tqdm(total=len(todo_keys), desc="encode images", unit="img", disable=not progress) as bar:
         for batch in batches:
             encoded = encoder.encode_pixels(batch.pixels)
@@ -160,12 +163,12 @@ def embed_image_sources(
     mask = np.zeros(len(sources), dtype=bool)
     mask[[i for i in present if i not in failures]] = True
     if not mask.any():
-        return ImageEmbedding(np.zeros((len(sources), encoder.dim), np.float32), mask, n_cached, failures)
+        return ImageEmbedding(np.zeros((len(sources), encoder.dim), np.float32), mask, n_cached, failures, used)
     real = np.stack([vectors[keys[i]] for i in np.flatnonzero(mask)]).astype(np.float32, copy=False)
     matrix = np.empty((len(sources), real.shape[1]), dtype=np.float32)
     matrix[mask] = real
     matrix[~mask] = real.mean(axis=0)
-    return ImageEmbedding(matrix, mask, n_cached, failures)
+    return ImageEmbedding(matrix, mask, n_cached, failures, used)
 
 
 @contextlib.contextmanager
@@ -258,19 +261,23 @@ def encode_images(
     progress: bool = True,
     decode_workers: int | None = None,
     fetch: FetchSettings = FetchSettings(),
+    image_decode: str = "auto",
 ) -> dict:
     """Write ``image_feat.npy`` and ``image_mask.npy`` for ``folder`` and record them in the
-    manifest; returns the report (as :func:`encode_text`, plus ``missing_share`` and
-    ``missing_reasons``). Raises :class:`EncoderConfigError` when no item has a usable image."""
+    manifest; returns the report (as :func:`encode_text`, plus ``missing_share``,
+    ``missing_reasons`` and ``decoder``). ``image_decode`` is ``auto``, ``pil`` or ``nvjpeg`` (see
+    :func:`~fitmm_core.features.image_decode.choose_image_decoder`). Raises
+    :class:`EncoderConfigError` when no item has a usable image."""
     folder = Path(folder)
     items = read_items(folder)
     loading = time.perf_counter()
     model = load_image_encoder(encoder, device) if isinstance(encoder, str) else encoder
+    decoder = choose_image_decoder(image_decode, model.device)  # a bad setting fails before any download
     started = time.perf_counter()
     cache_root = Path(cache_dir) if cache_dir is not None else feature_cache_dir()
     sources = resolve_image_sources(items.images, folder, cache_root / IMAGE_DOWNLOADS, fetch, progress)
     with _open_cache(cache_root) as cache:
-        result = embed_image_sources(sources, model, cache, batch_size, decode_workers, progress)
+        result = embed_image_sources(sources, model, cache, batch_size, decode_workers, progress, decoder)
     reasons = _summarise_failures(result.failures, len(items))
     if not result.mask.any():
         raise EncoderConfigError(
@@ -287,6 +294,7 @@ def encode_images(
     report["load_seconds"] = round(started - loading, 3)
     report["missing_share"] = round(n_missing / len(items), 6)
     report["missing_reasons"] = reasons
+    report["decoder"] = result.decoder
     _record(folder, "image", {
         "encoder": model.identity,
         "encoder_setting": encoder if isinstance(encoder, str) else model.identity,
@@ -298,6 +306,7 @@ def encode_images(
         "n_missing": n_missing,
         "missing_share": report["missing_share"],
         "missing_reasons": reasons,
+        "decoder": result.decoder,
     })
     logger.info("image features: %s", report)
     return report
@@ -312,6 +321,7 @@ def encode_dataset(
     cache_dir: Path | None = None,
     modalities: tuple[str, ...] = MODALITIES,
     progress: bool = True,
+    image_decode: str = "auto",
 ) -> dict:
     """Encode the chosen ``modalities`` of ``folder``; returns ``{modality: report}``."""
     unknown = [m for m in modalities if m not in MODALITIES]
@@ -321,5 +331,7 @@ def encode_dataset(
     if "text" in modalities:
         reports["text"] = encode_text(folder, text_encoder, device, batch_size, cache_dir, progress)
     if "image" in modalities:
-        reports["image"] = encode_images(folder, image_encoder, device, batch_size, cache_dir, progress)
+        reports["image"] = encode_images(
+            folder, image_encoder, device, batch_size, cache_dir, progress, image_decode=image_decode
+        )
     return reports

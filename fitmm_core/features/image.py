@@ -53,14 +53,20 @@ class Preprocess:
             rgba = image.convert("RGBA")
             image = Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba)
         image = image.convert("RGB")
-        width, height = image.size
-        scale = self.size / min(width, height)
-        resized = (max(self.size, round(width * scale)), max(self.size, round(height * scale)))
+        resized = self.resized_size(*image.size)
         image = image.resize(resized, Image.Resampling.BICUBIC)
-        left = (resized[0] - self.size) // 2
-        top = (resized[1] - self.size) // 2
+        left, top = self.crop_offsets(*resized)
         image = image.crop((left, top, left + self.size, top + self.size))
         return np.asarray(image, dtype=np.uint8)
+
+    def resized_size(self, width: int, height: int) -> tuple[int, int]:
+        """``(width, height)`` scaled by :math:`s = \\text{size} / \\min(w, h)`, rounded, at least ``size``."""
+        scale = self.size / min(width, height)
+        return max(self.size, round(width * scale)), max(self.size, round(height * scale))
+
+    def crop_offsets(self, width: int, height: int) -> tuple[int, int]:
+        """``(left, top)`` of the centre ``size``×``size`` crop of a ``width``×``height`` image."""
+        return (width - self.size) // 2, (height - self.size) // 2
 
     def normalise(self, pixels: torch.Tensor) -> torch.Tensor:
         """``(N, H, W, 3)`` uint8 -> ``(N, 3, H, W)`` float32, normalised with ``mean``/``std``."""

@@ -1,13 +1,16 @@
-"""Decode image files into fixed-size pixel batches in worker processes.
+"""Decode image files into fixed-size pixel batches, with PIL in worker processes or nvJPEG on the GPU.
 
-A ``torch.utils.data.DataLoader`` runs the JPEG/PNG decoding and resizing in ``workers`` processes
-with a bounded prefetch queue, so decoding overlaps the encoder and memory stays flat however many
-images there are. Workers send ``uint8`` pixels (a quarter of float32's bytes); normalisation happens
-on the device. A file that does not decode is reported with the reason, not raised.
+The ``image_decode`` setting picks the decoder: ``pil`` (here: a ``torch.utils.data.DataLoader``
+runs the decoding and resizing in ``workers`` processes with a bounded prefetch queue, so decoding
+overlaps the encoder and memory stays flat), ``nvjpeg`` (:mod:`fitmm_core.features.nvjpeg_decode`),
+or ``auto``: nvJPEG when the encoder runs on CUDA and torchvision can decode there, else PIL.
+Batches hold ``uint8`` pixels (a quarter of float32's bytes); normalisation happens on the device.
+A file that does not decode is reported with the reason, not raised.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -18,9 +21,13 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
+from fitmm_core.features.errors import EncoderConfigError
 from fitmm_core.features.image import Preprocess
 
+logger = logging.getLogger(__name__)
+
 PREFETCH_BATCHES_PER_WORKER = 2
+IMAGE_DECODERS = ("auto", "pil", "nvjpeg")
 
 
 def default_decode_workers() -> int:
@@ -62,7 +69,7 @@ class _DecodeDataset(Dataset):
         return index, pixels, reason
 
 
-def _empty_pixels(size: int) -> torch.Tensor:
+def empty_pixels(size: int) -> torch.Tensor:
     return torch.zeros((0, size, size, 3), dtype=torch.uint8)
 
 
@@ -73,7 +80,7 @@ class _Collate:
     def __call__(self, samples: list[tuple[int, np.ndarray | None, str]]) -> DecodedBatch:
         decoded = [(index, pixels) for index, pixels, _ in samples if pixels is not None]
         failures = [(index, reason) for index, pixels, reason in samples if pixels is None]
-        pixels = torch.from_numpy(np.stack([p for _, p in decoded])) if decoded else _empty_pixels(self.size)
+        pixels = torch.from_numpy(np.stack([p for _, p in decoded])) if decoded else empty_pixels(self.size)
         return DecodedBatch([index for index, _ in decoded], pixels, failures)
 
 
@@ -96,3 +103,40 @@ def iter_decoded_batches(
         prefetch_factor=PREFETCH_BATCHES_PER_WORKER if workers > 0 else None,
     )
     yield from loader
+
+
+def choose_image_decoder(setting: str, device: torch.device) -> str:
+    """``"pil"`` or ``"nvjpeg"`` for the ``image_decode`` setting ``auto``, ``pil`` or ``nvjpeg``."""
+    from fitmm_core.features.nvjpeg_decode import nvjpeg_unavailable
+
+    if setting not in IMAGE_DECODERS:
+        raise EncoderConfigError(f"image_decode {setting!r} is unknown; choose one of {list(IMAGE_DECODERS)}")
+    if setting == "pil":
+        return "pil"
+    reason = nvjpeg_unavailable(torch.device(device))
+    if reason is None:
+        return "nvjpeg"
+    if setting == "nvjpeg":
+        raise EncoderConfigError(
+            f"image_decode 'nvjpeg': {reason}; set image_decode to 'auto' or 'pil' to decode with PIL on the CPU"
+        )
+    if torch.device(device).type == "cuda":
+        logger.info("image_decode auto: decoding with PIL on the CPU, since %s", reason)
+    return "pil"
+
+
+def iter_image_batches(
+    paths: Sequence[Path],
+    preprocess: Preprocess,
+    batch_size: int,
+    device: torch.device,
+    decoder: str,
+    workers: int,
+) -> Iterator[DecodedBatch]:
+    """Batches from :func:`iter_decoded_batches` (``decoder="pil"``, ``workers`` processes) or
+    :func:`~fitmm_core.features.nvjpeg_decode.iter_nvjpeg_batches` (``"nvjpeg"``)."""
+    if decoder == "nvjpeg":
+        from fitmm_core.features.nvjpeg_decode import iter_nvjpeg_batches
+
+        return iter_nvjpeg_batches(paths, preprocess, batch_size, torch.device(device))
+    return iter_decoded_batches(paths, preprocess, batch_size, workers, pin_memory=torch.device(device).type == "cuda")
