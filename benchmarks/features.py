@@ -1,11 +1,11 @@
 """Throughput of the feature encoders on this machine: texts/s and images/s.
 
-For each image encoder three figures show where the time goes: the whole path (decoding, hashing,
-encoder, cache writes), decoding alone, and the encoder alone on pixels already on the device; the
-last one is the whole path's share of the encoder-only rate. Decoding is PIL in worker processes
-or nvJPEG on the GPU (``--image-decode``; ``auto`` takes nvJPEG on CUDA when torchvision is
-installed). On CUDA a ViT-B/32-shaped CLIP with random weights is measured too (the default
-encoder for real datasets, without needing its weights).
+For each image encoder four figures show where the time goes: the whole path (hashing the files for
+the cache, decoding, encoder, cache writes), hashing alone, decoding alone, and the encoder alone on
+pixels already on the device; the last one is the whole path's share of the encoder-only rate.
+Decoding is PIL in worker processes or nvJPEG on the GPU (``--image-decode``; ``auto`` takes nvJPEG
+on CUDA when torchvision is installed). On CUDA a ViT-B/32-shaped CLIP with random weights is
+measured too (the default encoder for real datasets, without needing its weights).
 
     python benchmarks/features.py --n-images 64 --device cpu --batch-size 32
     python benchmarks/features.py --n-images 16384 --device cuda --batch-size 512
@@ -36,7 +36,7 @@ from fitmm_core.features.image_decode import (
     iter_decoded_batches,
     iter_image_batches,
 )
-from fitmm_core.features.image_sources import ImageSource
+from fitmm_core.features.image_sources import ImageSource, hash_files
 from fitmm_core.features.text import SentenceTransformerEncoder, bundled_minilm_folder
 
 WORDS = ("soft cotton shirt blue red wireless charger kitchen knife steel garden hose baby stroller "
@@ -108,13 +108,15 @@ def bench_images(
         for start in range(0, n, batch_size):
             encoder.encode_pixels(pixels[start : start + batch_size])
 
+    _, hash_seconds = timed(lambda: hash_files(paths))
     _, decode_seconds = timed(decode_only)
     _, encoder_seconds = timed(encoder_only)
     cache_dir = scratch / f"cache-{encoder.identity.replace('/', '_').replace(':', '_')}"
     with FeatureCache(cache_dir) as cache:
         _, whole = timed(lambda: embed_image_sources(sources, encoder, cache, batch_size, workers, False, decoder))
     return {"encoder": encoder.identity, "n": n, "decoder": decoder, "decode_workers": workers,
-            "images_per_s": round(n / whole, 1), "decode_only_images_per_s": round(n / decode_seconds, 1),
+            "images_per_s": round(n / whole, 1), "hash_only_images_per_s": round(n / hash_seconds, 1),
+            "decode_only_images_per_s": round(n / decode_seconds, 1),
             "encoder_only_images_per_s": round(n / encoder_seconds, 1),
             "share_of_encoder_only": round(encoder_seconds / whole, 3)}
 
@@ -166,7 +168,7 @@ def main() -> None:
             row = bench_images(encoder, paths, args.batch_size, args.decode_workers, decoder, scratch)
             results.append(row)
             print(f"image {row['encoder']:<52} {row['images_per_s']:>9.1f} images/s  "
-                  f"(decode only {row['decode_only_images_per_s']:.1f}, "
+                  f"(hash only {row['hash_only_images_per_s']:.1f}, decode only {row['decode_only_images_per_s']:.1f}, "
                   f"encoder only {row['encoder_only_images_per_s']:.1f}; "
                   f"{100 * row['share_of_encoder_only']:.0f}% of encoder only)")
             del encoder
