@@ -54,7 +54,7 @@ def _encode(
     options = {"image_decode": entry.image_decode} if modality == "image" else {}
     report = encode(
         folder, encoder, device=compute.resolve(entry.training.device),
-        cache_dir=storage.feature_cache(), progress=False, **options,
+        cache_dir=storage.feature_cache(), progress=False, log=context.log.info, **options,
     )
     return dg.Output({"modality": modality, **report}, metadata=_feature_metadata(entry, folder, modality, report))
 

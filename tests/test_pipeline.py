@@ -23,13 +23,15 @@ ASSET_KEYS = {
 }
 
 
-def _materialize(catalog: Path, home: Path, only: set[str] | None = None) -> dg.ExecuteInProcessResult:
+def _materialize(
+    catalog: Path, home: Path, only: set[str] | None = None, instance: dg.DagsterInstance | None = None
+) -> dg.ExecuteInProcessResult:
     """Materialize partition ``demo`` (every asset, or the assets defining a key in ``only``)."""
     selected = [a for a in defs.assets if only is None or {k.to_user_string() for k in a.keys} & only]
     return dg.materialize(
         selected,
         partition_key="demo",
-        instance=dg.DagsterInstance.ephemeral(),
+        instance=instance or dg.DagsterInstance.ephemeral(),
         raise_on_error=only is None,
         resources={
             "catalog": DatasetCatalog(path=str(catalog)),
@@ -54,18 +56,26 @@ def pipeline_run(tmp_path_factory: pytest.TempPathFactory):
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("FITMM_HOME", str(home))
         patch.delenv("MLFLOW_TRACKING_URI", raising=False)
-        result = _materialize(catalog, home)
-        yield result, home, catalog
+        instance = dg.DagsterInstance.ephemeral()
+        result = _materialize(catalog, home, instance=instance)
+        yield result, home, catalog, instance
 
 
 def test_every_asset_materializes_and_every_check_passes(pipeline_run):
-    result, _, _ = pipeline_run
+    result, _, _, _ = pipeline_run
     assert result.success
     materialized = {e.asset_key.to_user_string() for e in result.get_asset_materialization_events()}
     assert materialized == ASSET_KEYS
     checks = result.get_asset_check_evaluations()
     assert {c.check_name for c in checks} >= {"k_core", "splits_disjoint", "users_have_splits", "user_id_map", "item_id_map"}
     assert all(c.passed for c in checks if c.check_name != "fitmm_beats_most_popular")
+
+
+def test_feature_progress_reaches_the_run_log(pipeline_run):
+    result, _, _, instance = pipeline_run
+    messages = [entry.user_message for entry in instance.all_logs(result.run_id)]
+    for stage, unit in (("encode texts", "text"), ("encode images", "img")):
+        assert any(m.startswith(f"{stage}: ") and f" {unit}/s)" in m for m in messages), stage
 
 
 def test_every_asset_is_described():
@@ -75,7 +85,7 @@ def test_every_asset_is_described():
 
 
 def test_mlflow_holds_runs_metrics_and_champion(pipeline_run):
-    _, home, _ = pipeline_run
+    _, home, _, _ = pipeline_run
     uri = f"sqlite:///{home / 'mlflow.db'}"
     client = MlflowClient(tracking_uri=uri, registry_uri=uri)
     version = client.get_model_version_by_alias("fitmm-demo", "champion")
@@ -92,7 +102,7 @@ def test_mlflow_holds_runs_metrics_and_champion(pipeline_run):
 
 
 def test_registered_pyfunc_returns_unseen_top_k(pipeline_run):
-    _, home, _ = pipeline_run
+    _, home, _, _ = pipeline_run
     mlflow.set_tracking_uri(f"sqlite:///{home / 'mlflow.db'}")
     model = mlflow.pyfunc.load_model("models:/fitmm-demo@champion")
     answer = model.predict(pd.DataFrame({"user_id": [0, 3]}), params={"k": 5})
@@ -105,7 +115,7 @@ def test_registered_pyfunc_returns_unseen_top_k(pipeline_run):
 
 
 def test_second_run_keeps_champion_unless_beaten(pipeline_run):
-    result, home, catalog = pipeline_run
+    result, home, catalog, _ = pipeline_run
     uri = f"sqlite:///{home / 'mlflow.db'}"
     client = MlflowClient(tracking_uri=uri, registry_uri=uri)
     first = client.get_model_version_by_alias("fitmm-demo", "champion")

@@ -20,7 +20,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from fitmm_core.data.mmrec_format import (
     FEATURE_FILES,
@@ -34,6 +33,7 @@ from fitmm_core.data.mmrec_format import (
 from fitmm_core.data.sources import file_sha256
 from fitmm_core.features.cache import FeatureCache, content_key
 from fitmm_core.paths import feature_cache_dir
+from fitmm_core.progress import Log, Progress
 from fitmm_core.features.errors import EncoderConfigError
 from fitmm_core.features.image import EFFICIENTNET_LITE0, ImageEncoder, load_image_encoder
 from fitmm_core.features.image_decode import choose_image_decoder, default_decode_workers, iter_image_batches
@@ -87,17 +87,22 @@ def read_items(folder: Path) -> Items:
 
 
 def embed_texts(
-    texts: Sequence[str], encoder: TextEncoder, cache: FeatureCache, batch_size: int = 64, progress: bool = True
+    texts: Sequence[str],
+    encoder: TextEncoder,
+    cache: FeatureCache,
+    batch_size: int = 64,
+    progress: bool = True,
+    log: Log | None = None,
 ) -> tuple[np.ndarray, int]:
     """``(matrix, n_cached)``: one vector per text, each distinct text encoded at most once and
-    written to ``cache`` chunk by chunk."""
+    written to ``cache`` chunk by chunk; ``progress`` draws a bar, ``log`` gets throttled progress lines."""
     keys = [content_key(text) for text in texts]
     vectors = cache.get_many(encoder.identity, keys)
     n_cached = sum(key in vectors for key in keys)
     todo = {key: text for key, text in zip(keys, texts) if key not in vectors}
     pending = list(todo.items())
     chunk = max(1, batch_size * TEXT_CHUNK_BATCHES)
-    with tqdm(total=len(pending), desc="encode texts", unit="text", disable=not progress) as bar:
+    with Progress("encode texts", len(pending), "text", progress, log) as bar:
         for start in range(0, len(pending), chunk):
             part = pending[start : start + chunk]
             encoded = encoder.encode([text for _, text in part], batch_size=batch_size)
@@ -130,6 +135,7 @@ def embed_image_sources(
     decode_workers: int | None = None,
     progress: bool = True,
     decoder: str = "auto",
+    log: Log | None = None,
 ) -> ImageEmbedding:
     """Vectors for the items' image files: cached ones are looked up by the file's sha256, the rest
     are decoded (``decoder``: see :func:`choose_image_decoder`) and encoded batch by batch, each
@@ -149,7 +155,7 @@ def embed_image_sources(
     workers = min(default_decode_workers() if decode_workers is None else decode_workers, n_batches)
     used = choose_image_decoder(decoder, encoder.device)
     batches = iter_image_batches(list(todo.values()), encoder.preprocess, batch_size, encoder.device, used, workers)
-    with tqdm(total=len(todo_keys), desc="encode images", unit="img", disable=not progress) as bar:
+    with Progress("encode images", len(todo_keys), "img", progress, log) as bar:
         for batch in batches:
             encoded = encoder.encode_pixels(batch.pixels)
             fresh = {todo_keys[position]: vector for position, vector in zip(batch.positions, encoded)}
@@ -213,6 +219,7 @@ def encode_text(
     batch_size: int = 64,
     cache_dir: Path | None = None,
     progress: bool = True,
+    log: Log | None = None,
 ) -> dict:
     """Write ``text_feat.npy`` for ``folder`` and record it in the manifest; returns the report
     (encoder, dim, n_items, n_encoded, n_cached, n_missing, seconds, items_per_second, load_seconds).
@@ -223,7 +230,7 @@ def encode_text(
     model = SentenceTransformerEncoder(encoder, device) if isinstance(encoder, str) else encoder
     started = time.perf_counter()
     with _open_cache(cache_dir) as cache:
-        matrix, n_cached = embed_texts(items.texts, model, cache, batch_size, progress)
+        matrix, n_cached = embed_texts(items.texts, model, cache, batch_size, progress, log)
     path = save_features(folder, "text", matrix)
     report = _report(model.identity, int(matrix.shape[1]), len(items), n_cached, 0, time.perf_counter() - started)
     report["load_seconds"] = round(started - loading, 3)
@@ -262,6 +269,7 @@ def encode_images(
     decode_workers: int | None = None,
     fetch: FetchSettings = FetchSettings(),
     image_decode: str = "auto",
+    log: Log | None = None,
 ) -> dict:
     """Write ``image_feat.npy`` and ``image_mask.npy`` for ``folder`` and record them in the
     manifest; returns the report (as :func:`encode_text`, plus ``missing_share``,
@@ -275,9 +283,9 @@ def encode_images(
     decoder = choose_image_decoder(image_decode, model.device)  # a bad setting fails before any download
     started = time.perf_counter()
     cache_root = Path(cache_dir) if cache_dir is not None else feature_cache_dir()
-    sources = resolve_image_sources(items.images, folder, cache_root / IMAGE_DOWNLOADS, fetch, progress)
+    sources = resolve_image_sources(items.images, folder, cache_root / IMAGE_DOWNLOADS, fetch, progress, log)
     with _open_cache(cache_root) as cache:
-        result = embed_image_sources(sources, model, cache, batch_size, decode_workers, progress, decoder)
+        result = embed_image_sources(sources, model, cache, batch_size, decode_workers, progress, decoder, log)
     reasons = _summarise_failures(result.failures, len(items))
     if not result.mask.any():
         raise EncoderConfigError(
@@ -322,16 +330,18 @@ def encode_dataset(
     modalities: tuple[str, ...] = MODALITIES,
     progress: bool = True,
     image_decode: str = "auto",
+    log: Log | None = None,
 ) -> dict:
-    """Encode the chosen ``modalities`` of ``folder``; returns ``{modality: report}``."""
+    """Encode the chosen ``modalities`` of ``folder``; returns ``{modality: report}``. ``progress``
+    draws bars; ``log`` (e.g. Dagster's ``context.log.info``) gets throttled progress lines."""
     unknown = [m for m in modalities if m not in MODALITIES]
     if unknown or not modalities:
         raise ValueError(f"modalities={modalities!r}; choose from {MODALITIES}")
     reports: dict[str, dict] = {}
     if "text" in modalities:
-        reports["text"] = encode_text(folder, text_encoder, device, batch_size, cache_dir, progress)
+        reports["text"] = encode_text(folder, text_encoder, device, batch_size, cache_dir, progress, log)
     if "image" in modalities:
         reports["image"] = encode_images(
-            folder, image_encoder, device, batch_size, cache_dir, progress, image_decode=image_decode
+            folder, image_encoder, device, batch_size, cache_dir, progress, image_decode=image_decode, log=log
         )
     return reports

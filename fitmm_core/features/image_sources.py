@@ -23,10 +23,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import cast
 
-from tqdm.auto import tqdm
 
 from fitmm_core.data.mmrec_format import atomic_write_bytes
 from fitmm_core.data.sources import file_sha256, is_url
+from fitmm_core.progress import Log, Progress
 
 logger = logging.getLogger(__name__)
 
@@ -157,9 +157,11 @@ def resolve_image_sources(
     download_dir: Path,
     settings: FetchSettings = FetchSettings(),
     progress: bool = True,
+    log: Log | None = None,
 ) -> list[ImageSource]:
     """One :class:`ImageSource` per reference: local paths (relative ones are taken from
-    ``base_dir``) are checked, URLs are downloaded once each into ``download_dir``."""
+    ``base_dir``) are checked, URLs are downloaded once each into ``download_dir`` (``progress``
+    draws a bar, ``log`` gets throttled progress lines)."""
     sources: list[ImageSource | None] = [None] * len(references)
     url_positions: dict[str, list[int]] = {}
     for position, reference in enumerate(references):
@@ -174,12 +176,11 @@ def resolve_image_sources(
         Path(download_dir).mkdir(parents=True, exist_ok=True)
         with ThreadPoolExecutor(max_workers=max(1, settings.workers)) as pool:
             futures = {pool.submit(_download_to_cache, url, download_dir, settings): url for url in url_positions}
-            bar = tqdm(total=len(futures), desc="fetch images", unit="url", disable=not progress)
-            for future in as_completed(futures):
-                for position in url_positions[futures[future]]:
-                    sources[position] = future.result()
-                bar.update()
-            bar.close()
+            with Progress("fetch images", len(futures), "url", progress, log) as bar:
+                for future in as_completed(futures):
+                    for position in url_positions[futures[future]]:
+                        sources[position] = future.result()
+                    bar.update()
     return cast(list[ImageSource], sources)
 
 
