@@ -54,6 +54,7 @@ def interactions(
         split=entry.split,
         require_metadata=entry.require_metadata,
         on_bad_lines=entry.on_bad_lines,
+        text_template=entry.text_template,
         cache_dir=storage.home() / "downloads",
     )
     manifest = prepare_dataset(settings)

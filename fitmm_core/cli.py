@@ -55,6 +55,7 @@ def cmd_prepare(args: argparse.Namespace) -> None:
         split=args.split,
         require_metadata=not args.keep_items_without_metadata,
         on_bad_lines=args.on_bad_lines,
+        **({"text_template": args.text_template} if args.text_template is not None else {}),
     )
     manifest = prepare_dataset(settings)
     print(json.dumps(manifest.get("counts", manifest), default=str))
@@ -146,6 +147,9 @@ def build_parser() -> argparse.ArgumentParser:
     prepare.add_argument("--seed", type=int, default=999)
     prepare.add_argument("--split", choices=("random", "temporal"), default="random")
     prepare.add_argument("--on-bad-lines", choices=("error", "skip"), default="error")
+    prepare.add_argument("--text-template", default=None,
+                         help="item text, a str.format template over asin, title, brand, categories, description "
+                              "and features (default: '{title} {brand} {categories} {description}')")
     prepare.add_argument("--keep-items-without-metadata", action="store_true")
     prepare.set_defaults(func=cmd_prepare)
 

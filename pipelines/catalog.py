@@ -14,6 +14,7 @@ from typing import Any
 
 import yaml
 
+from fitmm_core.data.prepare import DEFAULT_TEXT_TEMPLATE, text_template_problem
 from fitmm_core.features.image_decode import IMAGE_DECODERS
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -54,6 +55,7 @@ class DatasetEntry:
     split_seed: int = 999
     require_metadata: bool = True
     on_bad_lines: str = "error"
+    text_template: str = DEFAULT_TEXT_TEMPLATE
     text_encoder: str = "sentence-transformers/all-MiniLM-L6-v2"
     image_encoder: str = "clip:openai/clip-vit-base-patch32"
     image_decode: str = "auto"
@@ -124,6 +126,11 @@ def _parse_entry(name: str, raw: Any, path: Path) -> DatasetEntry:
             if bad:
                 raise CatalogError(f"{where}.models: unknown model(s) {bad}; known: {list(KNOWN_MODELS)}")
             settings[key] = tuple(value)
+        elif key == "text_template":
+            problem = text_template_problem(_typed(value, defaults.text_template, f"{where}.{key}"))
+            if problem:
+                raise CatalogError(f"{where}.text_template: {value!r}: {problem}")
+            settings[key] = value
         elif key == "image_decode":
             if value not in IMAGE_DECODERS:
                 raise CatalogError(f"{where}.image_decode: {value!r}; expected one of {list(IMAGE_DECODERS)}")

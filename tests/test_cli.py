@@ -74,3 +74,19 @@ def test_decoder_choices_match_the_library():
     from fitmm_core.features.image_decode import IMAGE_DECODERS as LIBRARY_DECODERS
 
     assert IMAGE_DECODERS == LIBRARY_DECODERS
+
+
+def test_prepare_renders_item_texts_with_the_template(prepared: Path, tmp_path: Path):
+    import polars as pl
+
+    raw = prepared.parent / "raw"
+    fitmm(
+        "prepare", "--format", "amazon2018", "--reviews", str(raw / "reviews.json.gz"),
+        "--meta", str(raw / "meta.json.gz"), "--out", str(tmp_path / "titles"), "--text-template", "[{title}]",
+    )
+    texts = pl.read_parquet(tmp_path / "titles" / "items.parquet")["text"].to_list()
+    assert texts and all(text.startswith("[") and text.endswith("]") for text in texts)
+    result = fitmm("prepare", "--format", "amazon2018", "--reviews", str(raw / "reviews.json.gz"),
+                   "--meta", str(raw / "meta.json.gz"), "--out", str(tmp_path / "bad"), "--text-template", "{colour}",
+                   check=False)
+    assert result.returncode == 2 and "unknown field(s) ['colour']" in result.stderr

@@ -148,6 +148,11 @@ def test_catalog_errors_name_the_file_and_key(tmp_path: Path):
     path.write_text("datasets:\n  mine:\n    format: demo\n    training: {max_epochs: many}\n")
     with pytest.raises(CatalogError, match="datasets.mine.training.max_epochs: expected int"):
         load_catalog(path)
+    path.write_text("datasets:\n  mine:\n    format: demo\n    text_template: '{title} {colour}'\n")
+    with pytest.raises(CatalogError, match=r"datasets.mine.text_template: '\{title\} \{colour\}': unknown field"):
+        load_catalog(path)
+    path.write_text("datasets:\n  mine:\n    format: demo\n    text_template: '{title} by {brand}'\n")
+    assert load_catalog(path)["mine"].text_template == "{title} by {brand}"
     path.write_text("datasets:\n  mine:\n    format: demo\n    image_decode: gpu\n")
     with pytest.raises(CatalogError, match=r"datasets.mine.image_decode: 'gpu'; expected one of \['auto', 'pil'"):
         load_catalog(path)

@@ -107,12 +107,9 @@ class PrepareSettings:
             raise ValueError("meta is not read for format 'mmrec' (the folder is imported as it is); leave it unset")
         if self.format != "mmrec" and self.require_metadata and self.meta is None:
             raise ValueError(f"require_metadata=True needs meta (the {self.format} metadata file)")
-        used = _template_fields(self.text_template)
-        unknown = sorted(used - set(TEMPLATE_FIELDS))
-        if unknown or "" in used:
-            raise ValueError(
-                f"text_template={self.text_template!r}: unknown field(s) {unknown or ['{}']}; use {TEMPLATE_FIELDS}"
-            )
+        problem = text_template_problem(self.text_template)
+        if problem:
+            raise ValueError(f"text_template={self.text_template!r}: {problem}")
 
     def as_dict(self) -> dict:
         return {key: str(value) if isinstance(value, Path) else value for key, value in asdict(self).items()}
@@ -128,6 +125,18 @@ def _clean(text: str) -> str:
 @functools.lru_cache(maxsize=32)
 def _template_fields(template: str) -> frozenset[str]:
     return frozenset(name for _, name, _, _ in string.Formatter().parse(template) if name is not None)
+
+
+def text_template_problem(template: str) -> str | None:
+    """What is wrong with an item-text template (``None`` when nothing is)."""
+    try:
+        used = _template_fields(template)
+    except ValueError as exc:  # e.g. a lone "{"
+        return f"not a str.format template ({exc})"
+    unknown = sorted(used - set(TEMPLATE_FIELDS))
+    if unknown or "" in used:
+        return f"unknown field(s) {unknown or ['{}']}; use {list(TEMPLATE_FIELDS)}"
+    return None
 
 
 def render_text(template: str, asin: str, metadata: dict | None) -> str:
