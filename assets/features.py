@@ -51,7 +51,7 @@ def _encode(
             return dg.Output({"modality": modality, "encoder": None}, metadata={"encoder": "none"})
         return dg.Output({"modality": modality, **report}, metadata=report)
     encoder = entry.text_encoder if modality == "text" else entry.image_encoder
-    options = {"image_decode": entry.image_decode} if modality == "image" else {}
+    options = {"image_decode": entry.image_decode, "fetch": entry.image_fetch} if modality == "image" else {}
     report = encode(
         folder, encoder, device=compute.resolve(entry.training.device),
         cache_dir=storage.feature_cache(), progress=False, log=context.log.info, **options,

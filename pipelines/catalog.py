@@ -10,17 +10,21 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
 
 from fitmm_core.data.prepare import DEFAULT_TEXT_TEMPLATE, text_template_problem
 from fitmm_core.features.image_decode import IMAGE_DECODERS
+from fitmm_core.features.image_sources import FetchSettings
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CATALOG = REPO_ROOT / "catalog.yaml"
 FORMATS = ("amazon2014", "amazon2018", "amazon2023", "mmrec", "demo")
 KNOWN_MODELS = ("fitmm", "lightgcn", "freedom", "mostpop")
+
+
+Section = TypeVar("Section")
 
 
 class CatalogError(ValueError):
@@ -59,6 +63,7 @@ class DatasetEntry:
     text_encoder: str = "sentence-transformers/all-MiniLM-L6-v2"
     image_encoder: str = "clip:openai/clip-vit-base-patch32"
     image_decode: str = "auto"
+    image_fetch: FetchSettings = field(default_factory=FetchSettings)
     models: tuple[str, ...] = ("fitmm", "lightgcn", "mostpop")
     model_settings: dict[str, dict[str, Any]] = field(default_factory=dict)
     training: TrainingSettings = field(default_factory=TrainingSettings)
@@ -89,15 +94,19 @@ def _typed(value: Any, expected: Any, where: str) -> Any:
     return value
 
 
-def _parse_training(raw: Any, where: str) -> TrainingSettings:
+def _parse_section(raw: Any, cls: type[Section], where: str) -> Section:
+    """A nested mapping of settings (``training``, ``image_fetch``) as the dataclass ``cls``."""
     if not isinstance(raw, dict):
         raise CatalogError(f"{where}: expected a mapping")
-    defaults = TrainingSettings()
-    valid = {f.name for f in fields(TrainingSettings)}
+    defaults = cls()
+    valid = {f.name for f in fields(cls)}
     unknown = sorted(set(raw) - valid)
     if unknown:
         raise CatalogError(f"{where}: unknown key(s) {unknown}; valid: {sorted(valid)}")
-    return TrainingSettings(**{k: _typed(v, getattr(defaults, k), f"{where}.{k}") for k, v in raw.items()})
+    try:
+        return cls(**{k: _typed(v, getattr(defaults, k), f"{where}.{k}") for k, v in raw.items()})
+    except ValueError as exc:
+        raise CatalogError(f"{where}: {exc}") from None
 
 
 def _parse_entry(name: str, raw: Any, path: Path) -> DatasetEntry:
@@ -118,7 +127,9 @@ def _parse_entry(name: str, raw: Any, path: Path) -> DatasetEntry:
     settings: dict[str, Any] = {}
     for key, value in raw.items():
         if key == "training":
-            settings[key] = _parse_training(value, f"{where}.training")
+            settings[key] = _parse_section(value, TrainingSettings, f"{where}.training")
+        elif key == "image_fetch":
+            settings[key] = _parse_section(value, FetchSettings, f"{where}.image_fetch")
         elif key == "models":
             if not isinstance(value, list) or not value:
                 raise CatalogError(f"{where}.models: expected a non-empty list, e.g. [fitmm, mostpop]")

@@ -153,6 +153,14 @@ def test_catalog_errors_name_the_file_and_key(tmp_path: Path):
         load_catalog(path)
     path.write_text("datasets:\n  mine:\n    format: demo\n    text_template: '{title} by {brand}'\n")
     assert load_catalog(path)["mine"].text_template == "{title} by {brand}"
+    path.write_text("datasets:\n  mine:\n    format: demo\n    image_fetch: {workers: 0}\n")
+    with pytest.raises(CatalogError, match=r"datasets.mine.image_fetch: workers=0: expected more than 0"):
+        load_catalog(path)
+    path.write_text("datasets:\n  mine:\n    format: demo\n    image_fetch: {timeout: 3}\n")
+    with pytest.raises(CatalogError, match=r"datasets.mine.image_fetch: unknown key\(s\) \['timeout'\]"):
+        load_catalog(path)
+    path.write_text("datasets:\n  mine:\n    format: demo\n    image_fetch: {timeout_s: 3, retries: 0}\n")
+    assert load_catalog(path)["mine"].image_fetch.timeout_s == 3
     path.write_text("datasets:\n  mine:\n    format: demo\n    image_decode: gpu\n")
     with pytest.raises(CatalogError, match=r"datasets.mine.image_decode: 'gpu'; expected one of \['auto', 'pil'"):
         load_catalog(path)

@@ -46,6 +46,14 @@ class FetchSettings:
     workers: int = 16
     user_agent: str = "fitmm-pipeline (item image features)"
 
+    def __post_init__(self) -> None:
+        for name in ("timeout_s", "max_bytes", "workers"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name}={getattr(self, name)!r}: expected more than 0")
+        for name in ("retries", "backoff_s"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name}={getattr(self, name)!r}: expected 0 or more")
+
 
 @dataclass(frozen=True)
 class ImageSource:
