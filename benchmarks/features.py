@@ -43,7 +43,7 @@ WORDS = ("soft cotton shirt blue red wireless charger kitchen knife steel garden
          "lightweight waterproof jacket running shoes leather wallet ceramic mug gift card").split()
 
 
-def draw_image(path: Path, px: int, seed: int) -> Path:
+def draw_image(path: Path, px: int, seed: str) -> Path:
     """A ``px``×``px`` JPEG with random shapes, about the size of a product photo."""
     rng = random.Random(seed)
     image = Image.new("RGB", (px, px), (255, 255, 255))
@@ -56,11 +56,15 @@ def draw_image(path: Path, px: int, seed: int) -> Path:
     return path
 
 
-def draw_images(folder: Path, n: int, px: int) -> list[Path]:
-    """``n`` distinct JPEGs, drawn in parallel (distinct, so that the cache cannot fold them)."""
+def draw_images(folder: Path, n: int, px: int, seed: int = 0) -> list[Path]:
+    """``n`` distinct JPEGs (distinct, so that the cache cannot fold them; image ``i`` of ``seed``
+    is seeded by ``"seed:i"``), drawn in parallel when there are many."""
+    paths = [folder / f"{i:06d}.jpg" for i in range(n)]
+    seeds = [f"{seed}:{i}" for i in range(n)]
+    if n < 64:
+        return [draw_image(path, px, s) for path, s in zip(paths, seeds)]
     with ProcessPoolExecutor(max(1, min(16, os.cpu_count() or 1))) as pool:
-        paths = [folder / f"{i:06d}.jpg" for i in range(n)]
-        return list(pool.map(draw_image, paths, [px] * n, range(n), chunksize=64))
+        return list(pool.map(draw_image, paths, [px] * n, seeds, chunksize=64))
 
 
 def product_texts(n: int, seed: int = 0) -> list[str]:

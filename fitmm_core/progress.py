@@ -52,6 +52,11 @@ class Progress:
             self._logged = now
             self.log(self.message(now - self._started))
 
+    def advance_to(self, done: int) -> None:
+        """:meth:`update` by however much ``done`` exceeds what was counted so far."""
+        if done > self.done:
+            self.update(done - self.done)
+
     def message(self, seconds: float) -> str:
         """``desc: done/total unit (share), rate, about T s left``."""
         share = self.done / self.total if self.total else 1.0

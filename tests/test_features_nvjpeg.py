@@ -272,3 +272,74 @@ def test_nvjpeg_features_match_the_pil_path_on_cuda(tmp_path: Path) -> None:
     a, b = vectors["pil"], vectors["nvjpeg"]
     cosine = (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
     assert cosine.min() > 0.97
+
+
+@pytest.fixture
+def nvjpeg_on_cpu(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Let ``image_decode: nvjpeg`` run on the CPU with the PIL stand-in; returns the sizes of the
+    decode calls."""
+    calls: list[int] = []
+
+    def counted(encoded: list[torch.Tensor], device: torch.device) -> list[torch.Tensor]:
+        calls.append(len(encoded))
+        return pil_decode_jpegs(encoded, device)
+
+    monkeypatch.setattr(nvjpeg_decode, "nvjpeg_unavailable", lambda device: None)
+    monkeypatch.setattr(nvjpeg_decode, "decode_jpegs", counted)
+    return calls
+
+
+def test_encode_images_through_the_nvjpeg_path_matches_pil_and_is_incremental(
+    tmp_path: Path, nvjpeg_on_cpu: list[int]
+) -> None:
+    paths, unreadable = mixed_files(tmp_path / "images")
+    references = [str(p) for p in paths] + [str(paths[0])]  # the last item shares the first item's file
+    folder = write_items(tmp_path / "data", images=references)
+    encoder = load_efficientnet_lite0("cpu")
+    vectors, reports = {}, {}
+    for decoder in ("pil", "nvjpeg"):
+        reports[decoder] = encode_images(folder, encoder, cache_dir=tmp_path / f"cache-{decoder}", progress=False,
+                                         image_decode=decoder, batch_size=4)
+        vectors[decoder] = np.load(folder / "image_feat.npy")
+    assert reports["nvjpeg"]["decoder"] == "nvjpeg" and sum(nvjpeg_on_cpu) == 6  # each JPEG nvJPEG suits, once
+    assert reports["nvjpeg"]["n_missing"] == reports["pil"]["n_missing"] == len(unreadable)
+    a, b = vectors["pil"], vectors["nvjpeg"]
+    cosine = (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
+    assert cosine.min() > 0.99
+    np.testing.assert_array_equal(b[-1], b[0])
+
+    nvjpeg_on_cpu.clear()
+    again = encode_images(folder, encoder, cache_dir=tmp_path / "cache-nvjpeg", progress=False, image_decode="nvjpeg")
+    assert nvjpeg_on_cpu == [] and again["n_cached"] == len(references) - len(unreadable)
+    (tmp_path / "images" / "tall.jpg").write_bytes(jpeg_bytes(picture((120, 260), 42)))
+    refresh = encode_images(folder, encoder, cache_dir=tmp_path / "cache-nvjpeg", progress=False, image_decode="nvjpeg")
+    assert nvjpeg_on_cpu == [1] and refresh["n_encoded"] == 1
+
+
+def test_hashing_overlaps_decoding_on_the_nvjpeg_path(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, nvjpeg_on_cpu: list[int]
+) -> None:
+    from fitmm_core.data import sources as data_sources
+    from fitmm_core.features import image_plan, image_sources
+    from fitmm_core.features.cache import FeatureCache
+    from fitmm_core.features.encode import embed_image_sources
+    from fitmm_core.features.image_sources import ImageSource
+
+    events: list[str] = []
+    sha256 = data_sources.file_sha256
+    decode = nvjpeg_decode.decode_jpegs
+    monkeypatch.setattr(image_sources, "file_sha256", lambda path: events.append("hash") or sha256(path))
+    monkeypatch.setattr(nvjpeg_decode, "decode_jpegs", lambda t, d: events.append("decode") or decode(t, d))
+    monkeypatch.setattr(image_plan, "LOOKUP_CHUNK", 4)
+    monkeypatch.setattr(image_sources, "HASH_WINDOW_PER_THREAD", 2)
+    (tmp_path / "images").mkdir()
+    paths = []
+    for seed in range(40):
+        paths.append(tmp_path / "images" / f"{seed}.jpg")
+        paths[-1].write_bytes(jpeg_bytes(picture((80, 80), seed)))
+    encoder = load_efficientnet_lite0("cpu")
+    with FeatureCache(tmp_path / "cache") as cache:
+        result = embed_image_sources([ImageSource(p) for p in paths], encoder, cache, 4, progress=False,
+                                     decoder="nvjpeg")
+    assert result.mask.all() and events.count("hash") == 40 and events.count("decode") == 10
+    assert events.index("decode") < len(events) - 1 - events[::-1].index("hash")  # decoding began before hashing ended

@@ -3,13 +3,15 @@
 The cache is one SQLite file shared by every dataset (a product that appears in two categories, or
 in a refreshed dump, is encoded once). Each batch is written in one transaction, so a crash loses at
 most the batch in flight and never leaves a half-written vector; WAL mode lets a text and an image
-encoding job write at the same time.
+encoding job write at the same time. One :class:`FeatureCache` may be shared by threads (the image
+path looks vectors up in a background thread while the encoder's thread writes them).
 """
 
 from __future__ import annotations
 
 import hashlib
 import sqlite3
+import threading
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
@@ -32,7 +34,8 @@ class FeatureCache:
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
         self.path = self.root / CACHE_FILE
-        self._db = sqlite3.connect(self.path, timeout=120.0)
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(self.path, timeout=120.0, check_same_thread=False)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute(
@@ -48,11 +51,12 @@ class FeatureCache:
         found: dict[str, np.ndarray] = {}
         for start in range(0, len(unique), _SQLITE_MAX_VARIABLES):
             chunk = unique[start : start + _SQLITE_MAX_VARIABLES]
-            marks = ",".join("?" * len(chunk))
-            rows = self._db.execute(
-                f"SELECT content_sha256, dim, vector FROM vectors WHERE encoder = ? AND content_sha256 IN ({marks})",
-                [encoder, *chunk],
+            query = (
+                "SELECT content_sha256, dim, vector FROM vectors"
+                f" WHERE encoder = ? AND content_sha256 IN ({','.join('?' * len(chunk))})"
             )
+            with self._lock:
+                rows = self._db.execute(query, [encoder, *chunk]).fetchall()
             for key, dim, blob in rows:
                 vector = np.frombuffer(blob, dtype=np.float32)
                 if vector.shape[0] == dim:
@@ -65,17 +69,19 @@ class FeatureCache:
         for key, vector in vectors.items():
             flat = np.ascontiguousarray(vector, dtype=np.float32).reshape(-1)
             rows.append((encoder, key, int(flat.shape[0]), flat.tobytes()))
-        with self._db:
+        with self._lock, self._db:
             self._db.executemany("INSERT OR REPLACE INTO vectors VALUES (?, ?, ?, ?)", rows)
 
     def count(self, encoder: str | None = None) -> int:
         """How many vectors are stored (for one encoder, or in all)."""
-        if encoder is None:
-            return self._db.execute("SELECT COUNT(*) FROM vectors").fetchone()[0]
-        return self._db.execute("SELECT COUNT(*) FROM vectors WHERE encoder = ?", (encoder,)).fetchone()[0]
+        with self._lock:
+            if encoder is None:
+                return self._db.execute("SELECT COUNT(*) FROM vectors").fetchone()[0]
+            return self._db.execute("SELECT COUNT(*) FROM vectors WHERE encoder = ?", (encoder,)).fetchone()[0]
 
     def close(self) -> None:
-        self._db.close()
+        with self._lock:
+            self._db.close()
 
     def __enter__(self) -> FeatureCache:
         return self

@@ -15,7 +15,7 @@ import io
 import logging
 import time
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,7 +37,8 @@ from fitmm_core.progress import Log, Progress
 from fitmm_core.features.errors import EncoderConfigError
 from fitmm_core.features.image import EFFICIENTNET_LITE0, ImageEncoder, load_image_encoder
 from fitmm_core.features.image_decode import choose_image_decoder, default_decode_workers, iter_image_batches
-from fitmm_core.features.image_sources import FetchSettings, ImageSource, hash_files, resolve_image_sources
+from fitmm_core.features.image_plan import ImagePlan
+from fitmm_core.features.image_sources import FetchSettings, ImageSource, resolve_image_sources
 from fitmm_core.features.text import DEFAULT_TEXT_ENCODER, SentenceTransformerEncoder, TextEncoder
 
 logger = logging.getLogger(__name__)
@@ -137,44 +138,46 @@ def embed_image_sources(
     decoder: str = "auto",
     log: Log | None = None,
 ) -> ImageEmbedding:
-    """Vectors for the items' image files: cached ones are looked up by the file's sha256, the rest
-    are decoded (``decoder``: see :func:`choose_image_decoder`) and encoded batch by batch, each
-    batch written to ``cache``."""
+    """Vectors for the items' image files. An :class:`ImagePlan` hashes the files and looks the
+    hashes up in ``cache``; the files it hands on are decoded (``decoder``: see
+    :func:`choose_image_decoder`) and encoded batch by batch, each batch written to ``cache``."""
     failures = {i: (source.failure or "missing", source.detail) for i, source in enumerate(sources) if not source.ok}
     present = [i for i, source in enumerate(sources) if source.ok]
-    keys = dict(zip(present, hash_files([sources[i].path for i in present])))
-    vectors = cache.get_many(encoder.identity, keys.values())
-    n_cached = sum(key in vectors for key in keys.values())
-    todo: dict[str, Path] = {}
-    for i in present:
-        if keys[i] not in vectors:
-            todo.setdefault(keys[i], sources[i].path)
-    todo_keys = list(todo)
-    undecodable: dict[str, str] = {}
-    n_batches = -(-len(todo) // batch_size)  # no more worker processes than batches (none when all cached)
-    workers = min(default_decode_workers() if decode_workers is None else decode_workers, n_batches)
     used = choose_image_decoder(decoder, encoder.device)
-    batches = iter_image_batches(list(todo.values()), encoder.preprocess, batch_size, encoder.device, used, workers)
-    with Progress("encode images", len(todo_keys), "img", progress, log) as bar:
-        for batch in batches:
+    plan = ImagePlan([sources[i].path for i in present], encoder.identity, cache)
+    to_decode: Iterable[Path] = plan.files_to_decode()  # nvJPEG advances it lazily, in its own thread
+    workers = 0
+    if used == "pil":  # worker processes need the whole list
+        to_decode = list(to_decode)
+        n_batches = -(-len(to_decode) // batch_size)  # no more worker processes than batches
+        workers = min(default_decode_workers() if decode_workers is None else decode_workers, n_batches)
+    fresh: dict[str, np.ndarray] = {}
+    undecodable: dict[str, str] = {}
+    decoded = 0
+    with Progress("encode images", len(present), "img", progress, log) as bar:
+        for batch in iter_image_batches(to_decode, encoder.preprocess, batch_size, encoder.device, used, workers):
             encoded = encoder.encode_pixels(batch.pixels)
-            fresh = {todo_keys[position]: vector for position, vector in zip(batch.positions, encoded)}
-            cache.put_many(encoder.identity, fresh)
-            vectors.update(fresh)
-            undecodable.update({todo_keys[position]: reason for position, reason in batch.failures})
-            bar.update(len(batch.positions) + len(batch.failures))
+            new = {plan.todo_keys[position]: vector for position, vector in zip(batch.positions, encoded)}
+            cache.put_many(encoder.identity, new)
+            fresh.update(new)
+            undecodable.update({plan.todo_keys[position]: reason for position, reason in batch.failures})
+            decoded += len(batch.positions) + len(batch.failures)
+            bar.advance_to(decoded + plan.skipped)
+        bar.advance_to(decoded + plan.skipped)
+    vectors = {**plan.cached, **fresh}
+    keys = dict(zip(present, plan.keys))
     for i in present:
         if keys[i] in undecodable:
             failures[i] = ("undecodable", f"{sources[i].path}: {undecodable[keys[i]]}")
     mask = np.zeros(len(sources), dtype=bool)
     mask[[i for i in present if i not in failures]] = True
     if not mask.any():
-        return ImageEmbedding(np.zeros((len(sources), encoder.dim), np.float32), mask, n_cached, failures, used)
+        return ImageEmbedding(np.zeros((len(sources), encoder.dim), np.float32), mask, plan.n_cached, failures, used)
     real = np.stack([vectors[keys[i]] for i in np.flatnonzero(mask)]).astype(np.float32, copy=False)
     matrix = np.empty((len(sources), real.shape[1]), dtype=np.float32)
     matrix[mask] = real
     matrix[~mask] = real.mean(axis=0)
-    return ImageEmbedding(matrix, mask, n_cached, failures, used)
+    return ImageEmbedding(matrix, mask, plan.n_cached, failures, used)
 
 
 @contextlib.contextmanager

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -126,7 +126,7 @@ def choose_image_decoder(setting: str, device: torch.device) -> str:
 
 
 def iter_image_batches(
-    paths: Sequence[Path],
+    paths: Iterable[Path],
     preprocess: Preprocess,
     batch_size: int,
     device: torch.device,
@@ -134,9 +134,11 @@ def iter_image_batches(
     workers: int,
 ) -> Iterator[DecodedBatch]:
     """Batches from :func:`iter_decoded_batches` (``decoder="pil"``, ``workers`` processes) or
-    :func:`~fitmm_core.features.nvjpeg_decode.iter_nvjpeg_batches` (``"nvjpeg"``)."""
+    :func:`~fitmm_core.features.nvjpeg_decode.iter_nvjpeg_batches` (``"nvjpeg"``, which takes
+    ``paths`` lazily)."""
     if decoder == "nvjpeg":
         from fitmm_core.features.nvjpeg_decode import iter_nvjpeg_batches
 
         return iter_nvjpeg_batches(paths, preprocess, batch_size, torch.device(device))
-    return iter_decoded_batches(paths, preprocess, batch_size, workers, pin_memory=torch.device(device).type == "cuda")
+    pin = torch.device(device).type == "cuda"
+    return iter_decoded_batches(list(paths), preprocess, batch_size, workers, pin_memory=pin)

@@ -12,23 +12,26 @@ from __future__ import annotations
 import hashlib
 import http.client
 import logging
+import os
 import socket
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor, as_completed
+from collections import deque
+from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 from typing import cast
-
 
 from fitmm_core.data.mmrec_format import atomic_write_bytes
 from fitmm_core.data.sources import file_sha256, is_url
 from fitmm_core.progress import Log, Progress
 
 logger = logging.getLogger(__name__)
+
+HASH_WINDOW_PER_THREAD = 64
 
 _CHUNK_BYTES = 1 << 16
 
@@ -192,7 +195,26 @@ def resolve_image_sources(
     return cast(list[ImageSource], sources)
 
 
-def hash_files(paths: Sequence[Path], workers: int = 8) -> list[str]:
-    """``file_sha256`` of each path, read by a small thread pool (hashlib releases the GIL)."""
-    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        return list(pool.map(file_sha256, paths))
+def default_hash_threads() -> int:
+    """One hashing thread per core, at most 32 (hashlib releases the GIL on file-sized buffers)."""
+    return max(1, min(32, os.cpu_count() or 1))
+
+
+def iter_file_hashes(paths: Iterable[Path], threads: int | None = None) -> Iterator[str]:
+    """``file_sha256`` of each path, in order, computed by ``threads`` threads at most
+    :data:`HASH_WINDOW_PER_THREAD` files per thread ahead of the consumer, so hashing overlaps
+    whatever the consumer does with the hashes and memory stays flat."""
+    threads = threads or default_hash_threads()
+    window: deque[Future[str]] = deque()
+    with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="sha256") as pool:
+        for path in paths:
+            window.append(pool.submit(file_sha256, path))
+            if len(window) >= threads * HASH_WINDOW_PER_THREAD:
+                yield window.popleft().result()
+        while window:
+            yield window.popleft().result()
+
+
+def hash_files(paths: Sequence[Path], threads: int | None = None) -> list[str]:
+    """``file_sha256`` of each path (see :func:`iter_file_hashes`)."""
+    return list(iter_file_hashes(paths, threads))

@@ -16,9 +16,10 @@ from __future__ import annotations
 
 import functools
 import io
+import itertools
 import os
 from collections import deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -199,38 +200,43 @@ def decode_files(
 
 
 def iter_nvjpeg_batches(
-    paths: Sequence[Path],
+    paths: Iterable[Path],
     preprocess: Preprocess,
     batch_size: int,
     device: torch.device,
     pil_threads: int = PIL_THREADS,
 ) -> Iterator[DecodedBatch]:
-    """Batches of at most ``batch_size`` images, in input order, with pixels already on ``device``.
+    """Batches of at most ``batch_size`` images with pixels already on ``device``; ``positions``
+    count the paths in the order they were taken from ``paths``.
 
-    One background thread reads, decodes and resizes up to :data:`PREFETCH_BATCHES` batches ahead
-    (on CUDA, on its own stream; the caller's stream waits for each batch before using it)."""
-    paths = list(paths)
-    starts = range(0, len(paths), batch_size)
+    One background thread takes the paths (``paths`` may be a lazy iterator, advanced only in that
+    thread), reads, decodes and resizes up to :data:`PREFETCH_BATCHES` batches ahead, on CUDA on its
+    own stream; the caller's stream waits for each batch before using it."""
+    remaining = iter(paths)
+    taken = 0
     stream = torch.cuda.Stream(device) if device.type == "cuda" else None
 
     with ThreadPoolExecutor(pil_threads, "pil-decode") as pool, ThreadPoolExecutor(1, "nvjpeg") as decoder:
 
-        def prepare(start: int) -> tuple[DecodedBatch, torch.cuda.Event | None]:
-            chunk = paths[start : start + batch_size]
-            files = [read_encoded_file(start + offset, path) for offset, path in enumerate(chunk)]
+        def prepare() -> tuple[DecodedBatch, torch.cuda.Event | None] | None:
+            nonlocal taken
+            chunk = list(itertools.islice(remaining, batch_size))
+            if not chunk:
+                return None
+            files = [read_encoded_file(taken + offset, path) for offset, path in enumerate(chunk)]
+            taken += len(chunk)
             with torch.cuda.stream(stream) if stream is not None else nullcontext():
                 batch = decode_files(files, preprocess, device, pool)
                 ready = stream.record_event() if stream is not None else None
             return batch, ready
 
-        submit: Callable[[int], Future] = functools.partial(decoder.submit, prepare)
-        pending = deque(submit(start) for start in starts[:PREFETCH_BATCHES])
-        submitted = len(pending)
+        pending = deque(decoder.submit(prepare) for _ in range(PREFETCH_BATCHES))
         while pending:
-            batch, ready = pending.popleft().result()
-            if submitted < len(starts):
-                pending.append(submit(starts[submitted]))
-                submitted += 1
+            prepared = pending.popleft().result()
+            if prepared is None:
+                continue
+            pending.append(decoder.submit(prepare))
+            batch, ready = prepared
             if ready is not None:
                 consumer = torch.cuda.current_stream(device)
                 consumer.wait_event(ready)
