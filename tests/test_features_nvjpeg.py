@@ -15,19 +15,21 @@ import pytest
 import torch
 from PIL import Image, ImageDraw
 
-from fitmm_core.features.encode import encode_images
+from fitmm_core.data import sources as data_sources
+from fitmm_core.features import image_plan, image_sources, nvjpeg_decode
+from fitmm_core.features.cache import FeatureCache
+from fitmm_core.features.encode import embed_image_sources, encode_images
 from fitmm_core.features.errors import EncoderConfigError
 from fitmm_core.features.image import IMAGENET_MEAN, IMAGENET_STD, Preprocess, load_efficientnet_lite0
 from fitmm_core.features.image_decode import choose_image_decoder, decode_image
+from fitmm_core.features.image_sources import ImageSource
 from fitmm_core.features.jpeg_header import JpegHeader, read_jpeg_header
-from fitmm_core.features import nvjpeg_decode
 from fitmm_core.features.nvjpeg_decode import (
     iter_nvjpeg_batches,
     nvjpeg_unavailable,
     read_encoded_file,
     resize_and_crop,
 )
-from tests.items import write_items
 
 PREPROCESS = Preprocess(64, IMAGENET_MEAN, IMAGENET_STD)
 
@@ -153,6 +155,8 @@ def test_auto_decodes_with_pil_off_cuda_and_bad_settings_are_config_errors() -> 
 
 
 def test_asking_for_nvjpeg_on_the_cpu_fails_before_any_work(tmp_path: Path) -> None:
+    from tests.items import write_items  # polars; imported here so the CUDA tests run without it
+
     folder = write_items(tmp_path / "data", images=[str(tmp_path / "missing.jpg")])
     with pytest.raises(EncoderConfigError, match="image_decode 'nvjpeg'"):
         encode_images(folder, load_efficientnet_lite0("cpu"), cache_dir=tmp_path / "cache", progress=False,
@@ -259,17 +263,16 @@ def test_nvjpeg_on_cuda_decodes_and_rejects_the_same_files_as_pil(tmp_path: Path
 @needs_nvjpeg
 def test_nvjpeg_features_match_the_pil_path_on_cuda(tmp_path: Path) -> None:
     paths, unreadable = mixed_files(tmp_path / "images")
-    folder = write_items(tmp_path / "data", images=[str(p) for p in paths])
     encoder = load_efficientnet_lite0("cuda")
-    reports = {}
-    vectors = {}
+    sources = [ImageSource(p) for p in paths]
+    results = {}
     for decoder in ("pil", "nvjpeg"):
-        reports[decoder] = encode_images(folder, encoder, cache_dir=tmp_path / f"cache-{decoder}", progress=False,
-                                         image_decode=decoder)
-        vectors[decoder] = np.load(folder / "image_feat.npy")
-    assert reports["nvjpeg"]["decoder"] == "nvjpeg" and reports["pil"]["decoder"] == "pil"
-    assert reports["nvjpeg"]["n_missing"] == reports["pil"]["n_missing"] == len(unreadable)
-    a, b = vectors["pil"], vectors["nvjpeg"]
+        with FeatureCache(tmp_path / f"cache-{decoder}") as cache:
+            results[decoder] = embed_image_sources(sources, encoder, cache, 4, 2, False, decoder)
+    assert results["nvjpeg"].decoder == "nvjpeg" and results["pil"].decoder == "pil"
+    assert list(results["nvjpeg"].mask) == list(results["pil"].mask)
+    assert (~results["nvjpeg"].mask).sum() == len(unreadable)
+    a, b = results["pil"].matrix, results["nvjpeg"].matrix
     cosine = (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
     assert cosine.min() > 0.97
 
@@ -292,6 +295,8 @@ def nvjpeg_on_cpu(monkeypatch: pytest.MonkeyPatch) -> list[int]:
 def test_encode_images_through_the_nvjpeg_path_matches_pil_and_is_incremental(
     tmp_path: Path, nvjpeg_on_cpu: list[int]
 ) -> None:
+    from tests.items import write_items
+
     paths, unreadable = mixed_files(tmp_path / "images")
     references = [str(p) for p in paths] + [str(paths[0])]  # the last item shares the first item's file
     folder = write_items(tmp_path / "data", images=references)
@@ -319,12 +324,6 @@ def test_encode_images_through_the_nvjpeg_path_matches_pil_and_is_incremental(
 def test_hashing_overlaps_decoding_on_the_nvjpeg_path(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, nvjpeg_on_cpu: list[int]
 ) -> None:
-    from fitmm_core.data import sources as data_sources
-    from fitmm_core.features import image_plan, image_sources
-    from fitmm_core.features.cache import FeatureCache
-    from fitmm_core.features.encode import embed_image_sources
-    from fitmm_core.features.image_sources import ImageSource
-
     events: list[str] = []
     sha256 = data_sources.file_sha256
     decode = nvjpeg_decode.decode_jpegs
