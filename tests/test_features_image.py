@@ -23,6 +23,7 @@ from fitmm_core.features.image import (
     load_image_encoder,
 )
 from tests.items import write_items
+from tests.shared_data import GIFT_CARD_IMAGES
 
 COLOURS = [(220, 30, 30), (30, 160, 60), (40, 60, 210), (240, 200, 20)]
 
@@ -172,7 +173,6 @@ def test_no_usable_image_is_a_config_error(tmp_path: Path, efficientnet: TorchIm
     assert not (folder / "image_feat.npy").exists()
 
 
-GIFT_CARD_IMAGES = Path(__file__).resolve().parents[2] / "shared/data/amazon2018_gift_cards/images"
 
 
 @pytest.mark.skipif(not GIFT_CARD_IMAGES.exists(), reason="shared Amazon 2018 Gift Cards images not present")

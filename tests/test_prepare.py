@@ -15,8 +15,7 @@ from fitmm_core.data.mmrec_format import load_mmrec, read_id_map, read_manifest
 from fitmm_core.data.prepare import PrepareError, PrepareSettings, prepare_dataset, render_text, top_categories
 from fitmm_core.data.readers import RawFormatError
 from fitmm_core.data.sources import file_sha256
-
-GIFT_CARDS = Path(__file__).resolve().parents[2] / "shared/data/amazon2018_gift_cards"
+from tests.shared_data import GIFT_CARD_IMAGES, GIFT_CARD_META, GIFT_CARDS
 
 
 @pytest.fixture(scope="module")
@@ -230,11 +229,11 @@ def test_real_gift_cards_images_and_urls(tmp_path: Path) -> None:
                for u in range(6) for a in asins]
     (tmp_path / "reviews.json").write_text("".join(json.dumps(r) + "\n" for r in reviews))
     manifest = prepare_dataset(PrepareSettings(
-        format="amazon2018", reviews=str(tmp_path / "reviews.json"), meta=str(GIFT_CARDS / "meta_Gift_Cards.json"),
-        images=GIFT_CARDS / "images", out=tmp_path / "gift", name="gift"))
+        format="amazon2018", reviews=str(tmp_path / "reviews.json"), meta=str(GIFT_CARD_META),
+        images=GIFT_CARD_IMAGES, out=tmp_path / "gift", name="gift"))
     items = pl.read_parquet(tmp_path / "gift" / "items.parquet")
     image = dict(zip(items["asin"], items["image"]))
-    assert all(image[a] == str((GIFT_CARDS / "images" / f"{a}.jpg").resolve()) for a in with_file)
+    assert all(image[a] == str((GIFT_CARD_IMAGES / f"{a}.jpg").resolve()) for a in with_file)
     assert image["B001KMWN2K"] == "https://images-na.ssl-images-amazon.com/images/I/41lbRayp5mL.jpg"
     assert image["B004BVCHDC"].startswith("https://") and image["B001BKEWF2"] is None
     assert manifest["items"]["items_with_local_image"] == 3 and manifest["items"]["items_without_image"] == 1

@@ -15,8 +15,8 @@ import pytest
 from fitmm_core.data.readers import RawFormatError, read_interactions, read_metadata
 from fitmm_core.data.sources import resolve_source
 from tests.servers import serving
+from tests.shared_data import GIFT_CARD_META
 
-GIFT_CARDS = Path(__file__).resolve().parents[2] / "shared/data/amazon2018_gift_cards/meta_Gift_Cards.json"
 
 
 def _write(path: Path, lines: list[str]) -> Path:
@@ -115,9 +115,9 @@ def test_reviews_and_meta_2023(tmp_path: Path) -> None:
     }
 
 
-@pytest.mark.skipif(not GIFT_CARDS.exists(), reason="shared Gift Cards data not present")
+@pytest.mark.skipif(not GIFT_CARD_META.exists(), reason="shared Gift Cards data not present")
 def test_real_gift_cards_metadata_parses() -> None:
-    frame, bad = read_metadata("amazon2018", GIFT_CARDS)
+    frame, bad = read_metadata("amazon2018", GIFT_CARD_META)
     assert len(frame) == 1547 and frame["item"].n_unique() == 1547
     assert bad.count == 0
     row = frame.filter(pl.col("item") == "B001GXRQW0").row(0, named=True)
