@@ -173,8 +173,6 @@ def test_no_usable_image_is_a_config_error(tmp_path: Path, efficientnet: TorchIm
     assert not (folder / "image_feat.npy").exists()
 
 
-
-
 @pytest.mark.skipif(not GIFT_CARD_IMAGES.exists(), reason="shared Amazon 2018 Gift Cards images not present")
 @pytest.mark.parametrize("encoder_name", ["efficientnet", "tiny_clip"])
 def test_real_gift_card_images_through_both_encoders(

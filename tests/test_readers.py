@@ -18,7 +18,6 @@ from tests.servers import serving
 from tests.shared_data import GIFT_CARD_META
 
 
-
 def _write(path: Path, lines: list[str]) -> Path:
     payload = "".join(line + "\n" for line in lines).encode()
     if path.suffix == ".gz":
