@@ -172,11 +172,13 @@ def decode_files(
     """Decode ``files`` into ``(N, S, S, 3)`` uint8 pixels on ``device``: nvJPEG plus
     :func:`resize_and_crop` for the JPEGs it suits, PIL in ``pool`` for the rest."""
     failures = [(file.position, file.error) for file in files if file.data is None]
-    readable = [file for file in files if file.data is not None]
-    on_gpu = [file for file in readable if file.suits_nvjpeg()]
-    by_pil: dict[int, Future] = {
-        file.position: pool.submit(decode_image, file.path, preprocess) for file in readable if not file.suits_nvjpeg()
-    }
+    on_gpu: list[EncodedFile] = []
+    by_pil: dict[int, Future] = {}
+    for file in files:
+        if file.suits_nvjpeg():
+            on_gpu.append(file)
+        elif file.data is not None:
+            by_pil[file.position] = pool.submit(decode_image, file.path, preprocess)
     positions: list[int] = []
     parts: list[torch.Tensor] = []
     for group in _bounded_groups(on_gpu):
