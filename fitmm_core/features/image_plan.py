@@ -10,6 +10,7 @@ need the whole list, runs it to the end first. Files are hashed by a thread pool
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -42,20 +43,20 @@ class ImagePlan:
     def files_to_decode(self) -> Iterator[Path]:
         """The files to decode, each distinct content once, in item order."""
         handed_on: set[str] = set()
-        hashes = iter_file_hashes(self.paths)
-        for start in range(0, len(self.paths), LOOKUP_CHUNK):
-            chunk = self.paths[start : start + LOOKUP_CHUNK]
-            keys = list(itertools.islice(hashes, len(chunk)))
-            unknown = [key for key in keys if key not in self.cached and key not in handed_on]
-            self.cached.update(self.cache.get_many(self.encoder_identity, unknown))
-            for path, key in zip(chunk, keys):
-                self.keys.append(key)
-                if key in self.cached or key in handed_on:
-                    self.skipped += 1
-                    continue
-                handed_on.add(key)
-                self.todo_keys.append(key)
-                yield path
+        with contextlib.closing(iter_file_hashes(self.paths)) as hashes:  # its threads stop with this pass
+            for start in range(0, len(self.paths), LOOKUP_CHUNK):
+                chunk = self.paths[start : start + LOOKUP_CHUNK]
+                keys = list(itertools.islice(hashes, len(chunk)))
+                unknown = [key for key in keys if key not in self.cached and key not in handed_on]
+                self.cached.update(self.cache.get_many(self.encoder_identity, unknown))
+                for path, key in zip(chunk, keys):
+                    self.keys.append(key)
+                    if key in self.cached or key in handed_on:
+                        self.skipped += 1
+                        continue
+                    handed_on.add(key)
+                    self.todo_keys.append(key)
+                    yield path
 
     @property
     def n_cached(self) -> int:
