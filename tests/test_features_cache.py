@@ -10,7 +10,7 @@ import pytest
 import torch
 from PIL import Image, ImageDraw
 
-from fitmm_core.features.cache import FeatureCache, content_key, folder_fingerprint
+from fitmm_core.features.cache import BackgroundWriter, FeatureCache, content_key, folder_fingerprint
 from fitmm_core.paths import feature_cache_dir
 from fitmm_core.features.encode import encode_images, encode_text
 from fitmm_core.features.image import TorchImageEncoder, load_efficientnet_lite0
@@ -63,6 +63,26 @@ def test_vectors_round_trip_per_encoder_and_survive_reopening(tmp_path: Path) ->
         np.testing.assert_array_equal(found["k2"], a * 2)
         np.testing.assert_array_equal(cache.get_many("enc-b", ["k1"])["k1"], b)
         assert (cache.count("enc-a"), cache.count("enc-b"), cache.count()) == (2, 1, 3)
+
+
+def test_background_writer_stores_every_batch_even_when_the_caller_fails(tmp_path: Path) -> None:
+    vectors = {f"k{i}": np.full(3, i, dtype=np.float32) for i in range(10)}
+    with FeatureCache(tmp_path) as cache:
+        with pytest.raises(RuntimeError, match="encoder crashed"):
+            with BackgroundWriter(cache, "enc", depth=1) as writer:
+                for key, vector in vectors.items():
+                    writer.put({key: vector})
+                raise RuntimeError("encoder crashed")
+        assert cache.count("enc") == 10
+        np.testing.assert_array_equal(cache.get_many("enc", ["k7"])["k7"], vectors["k7"])
+
+
+def test_a_failed_background_write_is_raised(tmp_path: Path) -> None:
+    cache = FeatureCache(tmp_path)
+    cache.close()  # every write now fails
+    with pytest.raises(Exception, match="closed"):
+        with BackgroundWriter(cache, "enc") as writer:
+            writer.put({"k": np.zeros(2, dtype=np.float32)})
 
 
 def test_keys_and_default_location(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -2,7 +2,7 @@
 
 The cache is one SQLite file shared by every dataset (a product that appears in two categories, or
 in a refreshed dump, is encoded once). Each batch is written in one transaction, so a crash loses at
-most the batch in flight and never leaves a half-written vector; WAL mode lets a text and an image
+most the few batches in flight (:class:`BackgroundWriter`) and never leaves a half-written vector; WAL mode lets a text and an image
 encoding job write at the same time. One :class:`FeatureCache` may be shared by threads (the image
 path looks vectors up in a background thread while the encoder's thread writes them).
 """
@@ -12,7 +12,9 @@ from __future__ import annotations
 import hashlib
 import sqlite3
 import threading
+from collections import deque
 from collections.abc import Iterable, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -89,6 +91,35 @@ class FeatureCache:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+
+
+class BackgroundWriter:
+    """``cache.put_many`` in one background thread, so writing a batch overlaps encoding the next
+    (a GPU encodes a batch in about the time SQLite takes to store it). At most ``depth`` writes
+    wait at once; a failed write is raised by the next :meth:`put` or on exit, and leaving the
+    ``with`` block, normally or by an error, waits until every queued batch is stored."""
+
+    def __init__(self, cache: FeatureCache, encoder: str, depth: int = 2) -> None:
+        self.cache = cache
+        self.encoder = encoder
+        self.depth = depth
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cache-writer")
+        self._pending: deque[Future[None]] = deque()
+
+    def put(self, vectors: Mapping[str, np.ndarray]) -> None:
+        self._pending.append(self._pool.submit(self.cache.put_many, self.encoder, dict(vectors)))
+        while len(self._pending) > self.depth:
+            self._pending.popleft().result()
+
+    def __enter__(self) -> BackgroundWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        try:
+            while self._pending:
+                self._pending.popleft().result()
+        finally:
+            self._pool.shutdown(wait=True)
 
 
 def folder_fingerprint(folder: Path) -> str:

@@ -31,7 +31,7 @@ from fitmm_core.data.mmrec_format import (
     update_manifest,
 )
 from fitmm_core.data.sources import file_sha256
-from fitmm_core.features.cache import FeatureCache, content_key
+from fitmm_core.features.cache import BackgroundWriter, FeatureCache, content_key
 from fitmm_core.paths import feature_cache_dir
 from fitmm_core.progress import Log, Progress
 from fitmm_core.features.errors import EncoderConfigError
@@ -103,12 +103,13 @@ def embed_texts(
     todo = {key: text for key, text in zip(keys, texts) if key not in vectors}
     pending = list(todo.items())
     chunk = max(1, batch_size * TEXT_CHUNK_BATCHES)
-    with Progress("encode texts", len(pending), "text", progress, log) as bar:
+    with Progress("encode texts", len(pending), "text", progress, log) as bar, \
+            BackgroundWriter(cache, encoder.identity) as writer:
         for start in range(0, len(pending), chunk):
             part = pending[start : start + chunk]
             encoded = encoder.encode([text for _, text in part], batch_size=batch_size)
             fresh = {key: vector for (key, _), vector in zip(part, encoded)}
-            cache.put_many(encoder.identity, fresh)
+            writer.put(fresh)
             vectors.update(fresh)
             bar.update(len(part))
     matrix = np.stack([vectors[key] for key in keys]).astype(np.float32, copy=False)
@@ -154,11 +155,12 @@ def embed_image_sources(
     fresh: dict[str, np.ndarray] = {}
     undecodable: dict[str, str] = {}
     decoded = 0
-    with Progress("encode images", len(present), "img", progress, log) as bar:
+    with Progress("encode images", len(present), "img", progress, log) as bar, \
+            BackgroundWriter(cache, encoder.identity) as writer:
         for batch in iter_image_batches(to_decode, encoder.preprocess, batch_size, encoder.device, used, workers):
             encoded = encoder.encode_pixels(batch.pixels)
             new = {plan.todo_keys[position]: vector for position, vector in zip(batch.positions, encoded)}
-            cache.put_many(encoder.identity, new)
+            writer.put(new)
             fresh.update(new)
             undecodable.update({plan.todo_keys[position]: reason for position, reason in batch.failures})
             decoded += len(batch.positions) + len(batch.failures)
