@@ -2,9 +2,9 @@
 
 The cache is one SQLite file shared by every dataset (a product that appears in two categories, or
 in a refreshed dump, is encoded once). Each batch is written in one transaction, so a crash loses at
-most the few batches in flight (:class:`BackgroundWriter`) and never leaves a half-written vector; WAL mode lets a text and an image
-encoding job write at the same time. One :class:`FeatureCache` may be shared by threads (the image
-path looks vectors up in a background thread while the encoder's thread writes them).
+most the few batches in flight (:class:`BackgroundWriter`) and never leaves a half-written vector;
+WAL mode lets a text and an image encoding job write at the same time. One :class:`FeatureCache` may
+be shared by threads (the image path looks vectors up in one thread while another writes them).
 """
 
 from __future__ import annotations
