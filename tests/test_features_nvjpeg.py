@@ -249,7 +249,7 @@ def test_stopping_early_leaves_no_thread_behind(tmp_path: Path, jpeg_decoder: st
     first = next(batches)
     batches.close()
     assert len(first.positions) + len(first.failures) == 3
-    assert not [t for t in threading.enumerate() if t.name.startswith(("nvjpeg", "pil-decode"))]
+    assert not [t for t in threading.enumerate() if t.name.startswith(("nvjpeg", "sha256"))]
 
 
 @pytest.mark.gpu

@@ -1,14 +1,14 @@
 """Decode JPEGs on the GPU with nvJPEG and resize them there, so CPU decoding never bounds the encoder.
 
-On the CPU, a background thread only reads file bytes and parses JPEG headers. Each batch goes to
+On the CPU, threads only read file bytes and parse JPEG headers. Each batch goes to
 ``torchvision.io.decode_jpeg(..., device="cuda")`` (nvJPEG; baseline JPEGs use the hardware decoder of
 A100/H100-class cards), then images that share a size are resized in one call: shortest side to
 :math:`S` by antialiased bicubic interpolation, centre :math:`S \\times S` crop, rounded to ``uint8``:
-the geometry of :class:`~fitmm_core.features.image.Preprocess` on the CPU. That thread
+the geometry of :class:`~fitmm_core.features.image.Preprocess` on the CPU. A background thread
 prepares batch :math:`k+1` on its own CUDA stream while the caller encodes batch :math:`k`.
 
 Files nvJPEG should not see (PNG, WebP, CMYK or arithmetic-coded JPEG, a truncated file, more pixels
-than PIL's decompression-bomb limit) and files it rejects are decoded by PIL in a thread pool,
+than PIL's decompression-bomb limit) and files it rejects are decoded by PIL in the I/O threads,
 so this path accepts and rejects the same files as the CPU path, with the same reasons.
 """
 
@@ -40,7 +40,7 @@ EOI_SEARCH_BYTES = 64  # some encoders pad after the end-of-image marker
 DECODE_PIXELS_PER_CALL = 1 << 27  # 384 MiB of decoded RGB per nvJPEG call
 RESIZE_VALUES_PER_CALL = 1 << 27  # 512 MiB of float32 per interpolate call
 PREFETCH_BATCHES = 2
-PIL_THREADS = 8
+IO_THREADS = 8  # read files (the syscalls release the GIL) and decode what nvJPEG does not take
 
 
 @dataclass
@@ -206,26 +206,27 @@ def iter_nvjpeg_batches(
     preprocess: Preprocess,
     batch_size: int,
     device: torch.device,
-    pil_threads: int = PIL_THREADS,
+    io_threads: int = IO_THREADS,
 ) -> Iterator[DecodedBatch]:
     """Batches of at most ``batch_size`` images with pixels already on ``device``; ``positions``
     count the paths in the order they were taken from ``paths``.
 
     One background thread takes the paths (``paths`` may be a lazy iterator, advanced only in that
-    thread), reads, decodes and resizes up to :data:`PREFETCH_BATCHES` batches ahead, on CUDA on its
-    own stream; the caller's stream waits for each batch before using it."""
+    thread) and has them read by ``io_threads`` threads, then decodes and resizes, up to
+    :data:`PREFETCH_BATCHES` batches ahead, on CUDA on its own stream; the caller's stream waits for
+    each batch before using it."""
     remaining = iter(paths)
     taken = 0
     stream = torch.cuda.Stream(device) if device.type == "cuda" else None
 
-    with ThreadPoolExecutor(pil_threads, "pil-decode") as pool, ThreadPoolExecutor(1, "nvjpeg") as decoder:
+    with ThreadPoolExecutor(io_threads, "nvjpeg-io") as pool, ThreadPoolExecutor(1, "nvjpeg") as decoder:
 
         def prepare() -> tuple[DecodedBatch, torch.cuda.Event | None] | None:
             nonlocal taken
             chunk = list(itertools.islice(remaining, batch_size))
             if not chunk:
                 return None
-            files = [read_encoded_file(taken + offset, path) for offset, path in enumerate(chunk)]
+            files = list(pool.map(read_encoded_file, range(taken, taken + len(chunk)), chunk))
             taken += len(chunk)
             with torch.cuda.stream(stream) if stream is not None else nullcontext():
                 batch = decode_files(files, preprocess, device, pool)
