@@ -40,14 +40,13 @@ demo: install $(DAGSTER_HOME)/dagster.yaml
 
 # The browser tests drive Debian's chromium: installed here when it is missing and apt-get may (as
 # root); where it cannot be, those tests are skipped with that reason.
+APT_INSTALL_CHROMIUM := DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium
 chromium:
 	@command -v chromium >/dev/null 2>&1 || { \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
-	    echo "installing Debian's chromium for the browser tests"; \
-	    export DEBIAN_FRONTEND=noninteractive; \
-	    timeout 900 apt-get install -y -qq --no-install-recommends chromium >/dev/null 2>&1 || \
-	    { timeout 900 apt-get update -qq >/dev/null 2>&1 && \
-	      timeout 900 apt-get install -y -qq --no-install-recommends chromium >/dev/null 2>&1; }; \
+	    echo "installing Debian's chromium for the browser tests (at most 7 minutes)"; \
+	    timeout 420 sh -c '$(APT_INSTALL_CHROMIUM) || { apt-get update -qq && $(APT_INSTALL_CHROMIUM); }' \
+	      >/dev/null 2>&1; \
 	  fi; \
 	  command -v chromium >/dev/null 2>&1 || echo "chromium could not be installed: the browser tests will be skipped"; }
 
