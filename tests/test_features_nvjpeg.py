@@ -49,7 +49,8 @@ def _nvjpeg_missing() -> str | None:
     return nvjpeg_unavailable(torch.device("cuda"))
 
 
-needs_nvjpeg = pytest.mark.skipif(_nvjpeg_missing() is not None, reason=str(_nvjpeg_missing()))
+NVJPEG_MISSING = _nvjpeg_missing()
+needs_nvjpeg = pytest.mark.skipif(NVJPEG_MISSING is not None, reason=str(NVJPEG_MISSING))
 
 
 def picture(size: tuple[int, int], seed: int, mode: str = "RGB") -> Image.Image:
@@ -183,8 +184,8 @@ def jpeg_decoder(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
     """Which stand-in decodes the JPEGs that would go to nvJPEG."""
     if request.param == "pil-stand-in":
         monkeypatch.setattr(nvjpeg_decode, "decode_jpegs", pil_decode_jpegs)
-    elif _torchvision_missing() is not None:
-        pytest.skip(str(_torchvision_missing()))
+    elif (missing := _torchvision_missing()) is not None:
+        pytest.skip(missing)
     return request.param
 
 

@@ -92,7 +92,6 @@ class FeatureCache:
         self.close()
 
 
-
 class BackgroundWriter:
     """``cache.put_many`` in one background thread, so writing a batch overlaps encoding the next
     (a GPU encodes a batch in about the time SQLite takes to store it). At most ``depth`` writes

@@ -32,14 +32,14 @@ from fitmm_core.data.mmrec_format import (
 )
 from fitmm_core.data.sources import file_sha256
 from fitmm_core.features.cache import BackgroundWriter, FeatureCache, content_key
-from fitmm_core.paths import feature_cache_dir
-from fitmm_core.progress import Log, Progress
 from fitmm_core.features.errors import EncoderConfigError
 from fitmm_core.features.image import EFFICIENTNET_LITE0, ImageEncoder, load_image_encoder
 from fitmm_core.features.image_decode import choose_image_decoder, default_decode_workers, iter_image_batches
 from fitmm_core.features.image_plan import ImagePlan
 from fitmm_core.features.image_sources import FetchSettings, ImageSource, resolve_image_sources
 from fitmm_core.features.text import DEFAULT_TEXT_ENCODER, SentenceTransformerEncoder, TextEncoder
+from fitmm_core.paths import feature_cache_dir
+from fitmm_core.progress import Log, Progress
 
 logger = logging.getLogger(__name__)
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -57,7 +57,7 @@ class DecodedBatch:
 
 
 class _DecodeDataset(Dataset):
-    def __init__(self, paths: Sequence[Path], preprocess: Preprocess) -> None:
+    def __init__(self, paths: Iterable[Path], preprocess: Preprocess) -> None:
         self.paths = list(paths)
         self.preprocess = preprocess
 
@@ -85,7 +85,7 @@ class _Collate:
 
 
 def iter_decoded_batches(
-    paths: Sequence[Path],
+    paths: Iterable[Path],
     preprocess: Preprocess,
     batch_size: int,
     workers: int,
@@ -113,14 +113,14 @@ def choose_image_decoder(setting: str, device: torch.device) -> str:
         raise EncoderConfigError(f"image_decode {setting!r} is unknown; choose one of {list(IMAGE_DECODERS)}")
     if setting == "pil":
         return "pil"
-    reason = nvjpeg_unavailable(torch.device(device))
+    reason = nvjpeg_unavailable(device)
     if reason is None:
         return "nvjpeg"
     if setting == "nvjpeg":
         raise EncoderConfigError(
             f"image_decode 'nvjpeg': {reason}; set image_decode to 'auto' or 'pil' to decode with PIL on the CPU"
         )
-    if torch.device(device).type == "cuda":
+    if device.type == "cuda":
         logger.info("image_decode auto: decoding with PIL on the CPU, since %s", reason)
     return "pil"
 
@@ -139,6 +139,5 @@ def iter_image_batches(
     if decoder == "nvjpeg":
         from fitmm_core.features.nvjpeg_decode import iter_nvjpeg_batches
 
-        return iter_nvjpeg_batches(paths, preprocess, batch_size, torch.device(device))
-    pin = torch.device(device).type == "cuda"
-    return iter_decoded_batches(list(paths), preprocess, batch_size, workers, pin_memory=pin)
+        return iter_nvjpeg_batches(paths, preprocess, batch_size, device)
+    return iter_decoded_batches(paths, preprocess, batch_size, workers, pin_memory=device.type == "cuda")
