@@ -8,8 +8,11 @@ BIN := $(VENV)/bin
 # e.g. `make install TORCH_INDEX=<PyTorch wheel index URL for your CUDA version>`.
 TORCH_INDEX ?=
 PIP_INDEX_FLAGS := $(if $(TORCH_INDEX),--extra-index-url $(TORCH_INDEX))
-# CUDA hosts: `make install EXTRAS=dev,nvjpeg` adds torchvision, so images are decoded on the GPU.
-EXTRAS ?= dev
+# Optional dependency groups of pyproject.toml. Where `nvidia-smi` finds a GPU, `nvjpeg` is added
+# (torchvision, so item images are decoded on the GPU); pass EXTRAS=dev to leave it out.
+comma := ,
+GPU_EXTRAS := $(if $(shell nvidia-smi -L 2>/dev/null | grep GPU),$(comma)nvjpeg)
+EXTRAS ?= dev$(GPU_EXTRAS)
 
 export FITMM_HOME ?= $(CURDIR)/.fitmm
 export DAGSTER_HOME ?= $(FITMM_HOME)/dagster
@@ -17,7 +20,6 @@ export HF_HUB_OFFLINE ?= 1
 export TRANSFORMERS_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-comma := ,
 STAMP := $(VENV)/.installed-$(subst $(comma),-,$(EXTRAS))
 
 .PHONY: install chromium demo test ui mlflow benchmark clean

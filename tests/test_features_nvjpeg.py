@@ -8,6 +8,7 @@ imports). nvJPEG itself runs in the CUDA tests, skipped without a device.
 from __future__ import annotations
 
 import io
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -154,6 +155,15 @@ def test_auto_decodes_with_pil_off_cuda_and_bad_settings_are_config_errors() -> 
         choose_image_decoder("nvjpeg", cpu)
     with pytest.raises(EncoderConfigError, match=r"image_decode 'gpu' is unknown.*'nvjpeg'"):
         choose_image_decoder("gpu", cpu)
+
+
+def test_auto_on_cuda_without_nvjpeg_warns_and_says_how_to_get_it(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(nvjpeg_decode, "nvjpeg_unavailable", lambda device: "torchvision is not importable")
+    with caplog.at_level(logging.WARNING, logger="fitmm_core.features.image_decode"):
+        assert choose_image_decoder("auto", torch.device("cuda")) == "pil"
+    assert "since torchvision is not importable" in caplog.text and "[nvjpeg]" in caplog.text
 
 
 def test_asking_for_nvjpeg_on_the_cpu_fails_before_any_work(tmp_path: Path) -> None:

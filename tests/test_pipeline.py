@@ -9,6 +9,7 @@ import dagster as dg
 import mlflow
 import pandas as pd
 import pytest
+import yaml
 from mlflow import MlflowClient
 
 from pipelines.catalog import CatalogError, load_catalog
@@ -17,6 +18,7 @@ from pipelines.mlflow_resource import MlflowTracking
 from pipelines.report import metrics_table
 from pipelines.resources import ComputeDevice, DatasetCatalog, FitmmStorage
 
+INSTANCE_SETTINGS = yaml.safe_load((Path(__file__).parents[1] / "pipelines" / "dagster.yaml").read_text())
 ASSET_KEYS = {
     "raw_reviews", "raw_metadata", "interactions", "text_features", "image_features", "interaction_graph",
     "item_graphs", "fitmm_model", "baseline_models", "model_evaluation", "registered_models",
@@ -56,7 +58,7 @@ def pipeline_run(tmp_path_factory: pytest.TempPathFactory):
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("FITMM_HOME", str(home))
         patch.delenv("MLFLOW_TRACKING_URI", raising=False)
-        instance = dg.DagsterInstance.ephemeral()
+        instance = dg.DagsterInstance.ephemeral(settings=INSTANCE_SETTINGS)  # the instance `make` sets up
         result = _materialize(catalog, home, instance=instance)
         yield result, home, catalog, instance
 
@@ -76,6 +78,14 @@ def test_feature_progress_reaches_the_run_log(pipeline_run):
     messages = [entry.user_message for entry in instance.all_logs(result.run_id)]
     for stage, unit in (("encode texts", "text"), ("encode images", "img")):
         assert any(m.startswith(f"{stage}: ") and f" {unit}/s)" in m for m in messages), stage
+
+
+def test_library_log_lines_reach_the_run_log(pipeline_run):
+    result, _, _, instance = pipeline_run
+    messages = [entry.user_message for entry in instance.all_logs(result.run_id)]
+    assert any(m.startswith("epoch 1/4 ") and "valid recall@20=" in m for m in messages)
+    assert any(m.startswith("best epoch ") for m in messages)
+    assert any(m.startswith("image features: ") for m in messages)
 
 
 def test_every_asset_is_described():

@@ -121,7 +121,11 @@ def choose_image_decoder(setting: str, device: torch.device) -> str:
             f"image_decode 'nvjpeg': {reason}; set image_decode to 'auto' or 'pil' to decode with PIL on the CPU"
         )
     if device.type == "cuda":
-        logger.info("image_decode auto: decoding with PIL on the CPU, since %s", reason)
+        logger.warning(
+            "image_decode auto: decoding images with PIL on the CPU, which can bound the GPU encoder, since %s; "
+            "`pip install -e '.[nvjpeg]'` (or `make install`, which adds it on GPU hosts) decodes them on the GPU",
+            reason,
+        )
     return "pil"
 
 
