@@ -289,6 +289,25 @@ def test_nvjpeg_features_match_the_pil_path_on_cuda(tmp_path: Path) -> None:
     assert cosine.min() > 0.97
 
 
+@pytest.mark.gpu
+@needs_nvjpeg
+def test_nvjpeg_never_writes_memory_that_queued_kernels_still_read() -> None:
+    """Blocks freed while a slow kernel queue still reads them must not receive decoded pixels."""
+    device = torch.device("cuda")
+    jpeg = torch.frombuffer(bytearray(jpeg_bytes(picture((640, 480), 1))), dtype=torch.uint8)
+    shape = (3, 480, 640)  # the decoder's output: the freed blocks fit it exactly
+    for _ in range(10):
+        torch.cuda.synchronize()
+        tensors = [torch.full(shape, value, dtype=torch.uint8, device=device) for value in range(1, 9)]
+        torch.cuda._sleep(20_000_000)  # keeps the reductions below queued while the decode starts
+        sums = [t.sum(dtype=torch.int64) for t in tensors]
+        del tensors
+        images = nvjpeg_decode.decode_jpegs([jpeg] * 8, device)
+        torch.cuda.synchronize()
+        assert [int(s) for s in sums] == [value * 3 * 480 * 640 for value in range(1, 9)]
+        assert all(tuple(image.shape) == shape for image in images)
+
+
 @pytest.fixture
 def nvjpeg_on_cpu(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """Let ``image_decode: nvjpeg`` run on the CPU with the PIL stand-in; returns the sizes of the

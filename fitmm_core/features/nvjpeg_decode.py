@@ -106,9 +106,17 @@ def nvjpeg_unavailable(device: torch.device) -> str | None:
 
 def decode_jpegs(encoded: list[torch.Tensor], device: torch.device) -> list[torch.Tensor]:
     """JPEG bytes (1-D uint8 CPU tensors) -> ``(3, H, W)`` uint8 RGB images on ``device``, by
-    ``torchvision.io.decode_jpeg`` (nvJPEG on CUDA); raises ``RuntimeError`` if any stream fails."""
+    ``torchvision.io.decode_jpeg`` (nvJPEG on CUDA); raises ``RuntimeError`` if any stream fails.
+
+    On CUDA the current stream is drained first: the decoder takes its output blocks from the
+    caching allocator on this stream but writes them from its own stream (the hardware engine ignores
+    stream order), so a block freed while queued kernels still read it would be overwritten under
+    them (pytorch/vision#9606). torchvision waits for the decode on the host anyway, so the fence
+    costs only the queued work, never the encoder's, which runs on another stream."""
     from torchvision.io import ImageReadMode, decode_jpeg
 
+    if device.type == "cuda":
+        torch.cuda.current_stream(device).synchronize()
     return decode_jpeg(encoded, mode=ImageReadMode.RGB, device=device)
 
 
