@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -10,7 +11,7 @@ import pytest
 import torch
 from PIL import Image, ImageDraw
 
-from fitmm_core.features.cache import BackgroundWriter, FeatureCache, content_key, folder_fingerprint
+from fitmm_core.features.cache import CACHE_FILE, BackgroundWriter, FeatureCache, content_key, folder_fingerprint
 from fitmm_core.paths import feature_cache_dir
 from fitmm_core.features.encode import encode_images, encode_text
 from fitmm_core.features.image import TorchImageEncoder, load_efficientnet_lite0
@@ -52,21 +53,47 @@ def draw_png(path: Path, shade: int) -> str:
     return str(path)
 
 
+K1, K2, K3 = (content_key(text) for text in ("one", "two", "three"))
+
+
 def test_vectors_round_trip_per_encoder_and_survive_reopening(tmp_path: Path) -> None:
     a, b = np.arange(4, dtype=np.float32), np.array([0.5, -1.5], dtype=np.float32)
     with FeatureCache(tmp_path) as cache:
-        cache.put_many("enc-a", {"k1": a, "k2": a * 2})
-        cache.put_many("enc-b", {"k1": b})
+        cache.put_many("enc-a", {K1: a, K2: a * 2})
+        cache.put_many("enc-b", {K1: b})
     with FeatureCache(tmp_path) as cache:
-        found = cache.get_many("enc-a", ["k1", "k2", "k3"])
-        assert set(found) == {"k1", "k2"}
-        np.testing.assert_array_equal(found["k2"], a * 2)
-        np.testing.assert_array_equal(cache.get_many("enc-b", ["k1"])["k1"], b)
-        assert (cache.count("enc-a"), cache.count("enc-b"), cache.count()) == (2, 1, 3)
+        found = cache.get_many("enc-a", [K1, K2, K3])
+        assert set(found) == {K1, K2}
+        np.testing.assert_array_equal(found[K2], a * 2)
+        np.testing.assert_array_equal(cache.get_many("enc-b", [K1])[K1], b)
+        assert cache.get_many("enc-c", [K1]) == {}
+        assert (cache.count("enc-a"), cache.count("enc-b"), cache.count("enc-c"), cache.count()) == (2, 1, 0, 3)
+        with pytest.raises(ValueError, match="'k1' is not a sha256 hex digest"):
+            cache.put_many("enc-a", {"k1": a})
+        assert cache.count() == 3
+
+
+def test_a_cache_in_the_older_layout_is_converted_in_place(tmp_path: Path) -> None:
+    vectors = {K1: np.arange(3, dtype=np.float32), K2: np.ones(2, dtype=np.float32)}
+    with sqlite3.connect(tmp_path / CACHE_FILE) as db:
+        db.execute(
+            "CREATE TABLE vectors (encoder TEXT NOT NULL, content_sha256 TEXT NOT NULL, dim INTEGER NOT NULL,"
+            " vector BLOB NOT NULL, PRIMARY KEY (encoder, content_sha256)) WITHOUT ROWID"
+        )
+        db.executemany("INSERT INTO vectors VALUES (?, ?, ?, ?)",
+                       [("enc-a", K1, 3, vectors[K1].tobytes()), ("enc-b", K2, 2, vectors[K2].tobytes())])
+    db.close()
+    with FeatureCache(tmp_path) as cache:
+        np.testing.assert_array_equal(cache.get_many("enc-a", [K1, K2])[K1], vectors[K1])
+        np.testing.assert_array_equal(cache.get_many("enc-b", [K1, K2])[K2], vectors[K2])
+        assert cache.count() == 2
+    with sqlite3.connect(tmp_path / CACHE_FILE) as db:
+        assert not db.execute("SELECT 1 FROM sqlite_master WHERE name = 'vectors'").fetchone()
+    db.close()
 
 
 def test_background_writer_stores_every_batch_even_when_the_caller_fails(tmp_path: Path) -> None:
-    vectors = {f"k{i}": np.full(3, i, dtype=np.float32) for i in range(10)}
+    vectors = {content_key(str(i)): np.full(3, i, dtype=np.float32) for i in range(10)}
     with FeatureCache(tmp_path) as cache:
         with pytest.raises(RuntimeError, match="encoder crashed"):
             with BackgroundWriter(cache, "enc", depth=1) as writer:
@@ -74,7 +101,7 @@ def test_background_writer_stores_every_batch_even_when_the_caller_fails(tmp_pat
                     writer.put({key: vector})
                 raise RuntimeError("encoder crashed")
         assert cache.count("enc") == 10
-        np.testing.assert_array_equal(cache.get_many("enc", ["k7"])["k7"], vectors["k7"])
+        np.testing.assert_array_equal(cache.get_many("enc", [content_key("7")])[content_key("7")], vectors[content_key("7")])
 
 
 def test_a_failed_background_write_is_raised(tmp_path: Path) -> None:
@@ -82,7 +109,7 @@ def test_a_failed_background_write_is_raised(tmp_path: Path) -> None:
     cache.close()  # every write now fails
     with pytest.raises(Exception, match="closed"):
         with BackgroundWriter(cache, "enc") as writer:
-            writer.put({"k": np.zeros(2, dtype=np.float32)})
+            writer.put({K1: np.zeros(2, dtype=np.float32)})
 
 
 def test_keys_and_default_location(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -5,15 +5,21 @@ in a refreshed dump, is encoded once). Each batch is written in one transaction,
 most the few batches in flight (:class:`BackgroundWriter`) and never leaves a half-written vector;
 WAL mode lets a text and an image encoding job write at the same time. One :class:`FeatureCache` may
 be shared by threads (the image path looks vectors up in one thread while another writes them).
+
+Rows are ``(encoder id, 32-byte digest, dim, float32 bytes)`` in a rowid table with a unique index:
+storing ~2 KiB vectors inside a ``WITHOUT ROWID`` primary key, with the encoder's name and the hex
+digest repeated in every key, made writes 2.6x slower (``benchmarks/features_host.py``). A cache
+written in that older layout is converted in place, in one transaction, when it is first opened.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import sqlite3
 import threading
 from collections import deque
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
@@ -21,6 +27,13 @@ import numpy as np
 
 CACHE_FILE = "vectors.sqlite"
 _SQLITE_MAX_VARIABLES = 900
+_MIGRATE_ROWS = 4096
+_SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS encoders (id INTEGER PRIMARY KEY, identity TEXT NOT NULL UNIQUE)",
+    "CREATE TABLE IF NOT EXISTS item_vectors ("
+    " encoder INTEGER NOT NULL REFERENCES encoders(id), content_sha256 BLOB NOT NULL, dim INTEGER NOT NULL,"
+    " vector BLOB NOT NULL, UNIQUE (encoder, content_sha256))",
+)
 
 
 def content_key(content: bytes | str) -> str:
@@ -29,40 +42,91 @@ def content_key(content: bytes | str) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def _digest(key: str) -> bytes:
+    """The 32 bytes of a sha256 hex digest; anything else is a ``ValueError``."""
+    try:
+        digest = bytes.fromhex(key)
+    except ValueError:
+        digest = b""
+    if len(digest) != 32:
+        raise ValueError(f"cache key {key!r} is not a sha256 hex digest")
+    return digest
+
+
 class FeatureCache:
-    """Vectors stored by ``(encoder identity, content key)``; float32, any dimension per encoder."""
+    """Vectors stored by ``(encoder identity, content key)``; keys are sha256 hex digests
+    (:func:`content_key`, or a file's), vectors float32 of any dimension per encoder."""
 
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
         self.path = self.root / CACHE_FILE
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(self.path, timeout=120.0, check_same_thread=False)
+        self._encoder_ids: dict[str, int] = {}
+        self._db = sqlite3.connect(self.path, timeout=120.0, check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.execute(
-            "CREATE TABLE IF NOT EXISTS vectors ("
-            " encoder TEXT NOT NULL, content_sha256 TEXT NOT NULL, dim INTEGER NOT NULL,"
-            " vector BLOB NOT NULL, PRIMARY KEY (encoder, content_sha256)) WITHOUT ROWID"
-        )
-        self._db.commit()
+        with self._transaction():
+            for statement in _SCHEMA:
+                self._db.execute(statement)
+            self._convert_old_layout()
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[None]:
+        """``BEGIN IMMEDIATE`` ... ``COMMIT`` (``ROLLBACK`` on an error): the write lock is taken at
+        the start, so two processes converting or writing the same cache wait for each other."""
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            self._encoder_ids.clear()  # ids added in this transaction are gone
+            raise
+        self._db.execute("COMMIT")
+
+    def _convert_old_layout(self) -> None:
+        """Move the rows of the older ``vectors`` table (text keys) into ``item_vectors``."""
+        if not self._db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'vectors'").fetchone():
+            return
+        rows = self._db.execute("SELECT encoder, content_sha256, dim, vector FROM vectors")
+        while batch := rows.fetchmany(_MIGRATE_ROWS):
+            self._db.executemany(
+                "INSERT OR IGNORE INTO item_vectors VALUES (?, ?, ?, ?)",
+                [(self._encoder_id(encoder, create=True), _digest(key), dim, blob) for encoder, key, dim, blob in batch],
+            )
+        self._db.execute("DROP TABLE vectors")
+
+    def _encoder_id(self, identity: str, create: bool) -> int | None:
+        """The row id of ``identity`` in ``encoders`` (added when ``create``), ``None`` if absent."""
+        if identity not in self._encoder_ids:
+            if create:
+                self._db.execute("INSERT OR IGNORE INTO encoders (identity) VALUES (?)", (identity,))
+            row = self._db.execute("SELECT id FROM encoders WHERE identity = ?", (identity,)).fetchone()
+            if row is None:
+                return None
+            self._encoder_ids[identity] = row[0]
+        return self._encoder_ids[identity]
 
     def get_many(self, encoder: str, keys: Iterable[str]) -> dict[str, np.ndarray]:
         """The cached vectors among ``keys`` for ``encoder``; keys not cached are absent."""
         unique = list(dict.fromkeys(keys))
         found: dict[str, np.ndarray] = {}
+        with self._lock:
+            encoder_id = self._encoder_id(encoder, create=False)
+        if encoder_id is None:
+            return found
         for start in range(0, len(unique), _SQLITE_MAX_VARIABLES):
-            chunk = unique[start : start + _SQLITE_MAX_VARIABLES]
+            chunk = [_digest(key) for key in unique[start : start + _SQLITE_MAX_VARIABLES]]
             query = (
-                "SELECT content_sha256, dim, vector FROM vectors"
+                "SELECT content_sha256, dim, vector FROM item_vectors"
                 f" WHERE encoder = ? AND content_sha256 IN ({','.join('?' * len(chunk))})"
             )
             with self._lock:
-                rows = self._db.execute(query, [encoder, *chunk]).fetchall()
-            for key, dim, blob in rows:
+                rows = self._db.execute(query, [encoder_id, *chunk]).fetchall()
+            for digest, dim, blob in rows:
                 vector = np.frombuffer(blob, dtype=np.float32)
                 if vector.shape[0] == dim:
-                    found[key] = vector
+                    found[digest.hex()] = vector
         return found
 
     def put_many(self, encoder: str, vectors: Mapping[str, np.ndarray]) -> None:
@@ -70,16 +134,22 @@ class FeatureCache:
         rows = []
         for key, vector in vectors.items():
             flat = np.ascontiguousarray(vector, dtype=np.float32).reshape(-1)
-            rows.append((encoder, key, int(flat.shape[0]), flat.tobytes()))
-        with self._lock, self._db:
-            self._db.executemany("INSERT OR REPLACE INTO vectors VALUES (?, ?, ?, ?)", rows)
+            rows.append((_digest(key), int(flat.shape[0]), flat.tobytes()))
+        with self._lock, self._transaction():
+            encoder_id = self._encoder_id(encoder, create=True)
+            self._db.executemany(
+                "INSERT OR REPLACE INTO item_vectors VALUES (?, ?, ?, ?)", [(encoder_id, *row) for row in rows]
+            )
 
     def count(self, encoder: str | None = None) -> int:
         """How many vectors are stored (for one encoder, or in all)."""
         with self._lock:
             if encoder is None:
-                return self._db.execute("SELECT COUNT(*) FROM vectors").fetchone()[0]
-            return self._db.execute("SELECT COUNT(*) FROM vectors WHERE encoder = ?", (encoder,)).fetchone()[0]
+                return self._db.execute("SELECT COUNT(*) FROM item_vectors").fetchone()[0]
+            encoder_id = self._encoder_id(encoder, create=False)
+            if encoder_id is None:
+                return 0
+            return self._db.execute("SELECT COUNT(*) FROM item_vectors WHERE encoder = ?", (encoder_id,)).fetchone()[0]
 
     def close(self) -> None:
         with self._lock:

@@ -41,6 +41,7 @@ DECODE_PIXELS_PER_CALL = 1 << 27  # 384 MiB of decoded RGB per nvJPEG call
 RESIZE_VALUES_PER_CALL = 1 << 27  # 512 MiB of float32 per interpolate call
 PREFETCH_BATCHES = 2
 IO_THREADS = 8  # read files (the syscalls release the GIL) and decode what nvJPEG does not take
+READ_CHUNK = 32  # files per read task: one task per file costs more than reading a cached file
 
 
 @dataclass
@@ -76,6 +77,11 @@ def read_encoded_file(position: int, path: Path) -> EncodedFile:
     except OSError as exc:
         return EncodedFile(position, path, None, f"{type(exc).__name__}: {exc}")
     return EncodedFile(position, path, np.frombuffer(buffer, dtype=np.uint8), header=read_jpeg_header(buffer))
+
+
+def read_encoded_files(first_position: int, paths: Sequence[Path]) -> list[EncodedFile]:
+    """:func:`read_encoded_file` of consecutive ``paths``, numbered from ``first_position``."""
+    return [read_encoded_file(first_position + offset, path) for offset, path in enumerate(paths)]
 
 
 def _probe_jpeg() -> torch.Tensor:
@@ -220,22 +226,35 @@ def iter_nvjpeg_batches(
     count the paths in the order they were taken from ``paths``.
 
     One background thread takes the paths (``paths`` may be a lazy iterator, advanced only in that
-    thread) and has them read by ``io_threads`` threads, then decodes and resizes, up to
-    :data:`PREFETCH_BATCHES` batches ahead, on CUDA on its own stream; the caller's stream waits for
-    each batch before using it."""
+    thread) and has ``io_threads`` threads read them, :data:`READ_CHUNK` files per task and one batch
+    ahead, while it decodes and resizes the current batch, up to :data:`PREFETCH_BATCHES` batches
+    ahead of the caller, on CUDA on its own stream; the caller's stream waits for each batch before
+    using it."""
     remaining = iter(paths)
     taken = 0
+    reads_ahead: deque[list[Future] | None] = deque()  # the next batch's read tasks; None: no more paths
     stream = torch.cuda.Stream(device) if device.type == "cuda" else None
 
     with ThreadPoolExecutor(io_threads, "nvjpeg-io") as pool, ThreadPoolExecutor(1, "nvjpeg") as decoder:
 
-        def prepare() -> tuple[DecodedBatch, torch.cuda.Event | None] | None:
+        def start_reading() -> list[Future] | None:
             nonlocal taken
             chunk = list(itertools.islice(remaining, batch_size))
             if not chunk:
                 return None
-            files = list(pool.map(read_encoded_file, range(taken, taken + len(chunk)), chunk))
+            reads = [
+                pool.submit(read_encoded_files, taken + start, chunk[start : start + READ_CHUNK])
+                for start in range(0, len(chunk), READ_CHUNK)
+            ]
             taken += len(chunk)
+            return reads
+
+        def prepare() -> tuple[DecodedBatch, torch.cuda.Event | None] | None:
+            reads = reads_ahead.popleft() if reads_ahead else start_reading()
+            reads_ahead.append(start_reading() if reads is not None else None)
+            if reads is None:
+                return None
+            files = [file for read in reads for file in read.result()]
             with torch.cuda.stream(stream) if stream is not None else nullcontext():
                 batch = decode_files(files, preprocess, device, pool)
                 ready = stream.record_event() if stream is not None else None
