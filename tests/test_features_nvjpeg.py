@@ -16,7 +16,6 @@ import pytest
 import torch
 from PIL import Image, ImageDraw
 
-from fitmm_core.data import sources as data_sources
 from fitmm_core.features import image_plan, image_sources, nvjpeg_decode
 from fitmm_core.features.cache import FeatureCache
 from fitmm_core.features.encode import embed_image_sources, encode_images
@@ -26,6 +25,7 @@ from fitmm_core.features.image_decode import choose_image_decoder, decode_image
 from fitmm_core.features.image_sources import ImageSource
 from fitmm_core.features.jpeg_header import JpegHeader, read_jpeg_header
 from fitmm_core.features.nvjpeg_decode import (
+    iter_encoded_files,
     iter_nvjpeg_batches,
     nvjpeg_unavailable,
     read_encoded_file,
@@ -204,7 +204,7 @@ def _decode_all(
 ) -> tuple[dict[int, np.ndarray], dict[int, str]]:
     pixels: dict[int, np.ndarray] = {}
     failures: dict[int, str] = {}
-    for batch in iter_nvjpeg_batches(paths, PREPROCESS, batch_size, device):
+    for batch in iter_nvjpeg_batches(iter_encoded_files(paths), PREPROCESS, batch_size, device):
         assert batch.pixels.device.type == device.type and batch.pixels.dtype == torch.uint8
         pixels.update(zip(batch.positions, batch.pixels.cpu().numpy()))
         failures.update(batch.failures)
@@ -256,7 +256,7 @@ def test_stopping_early_leaves_no_thread_behind(tmp_path: Path, jpeg_decoder: st
     import threading
 
     paths, _ = mixed_files(tmp_path)
-    batches = iter_nvjpeg_batches(paths * 4, PREPROCESS, 3, torch.device("cpu"))
+    batches = iter_nvjpeg_batches(iter_encoded_files(paths * 4), PREPROCESS, 3, torch.device("cpu"))
     first = next(batches)
     batches.close()
     assert len(first.positions) + len(first.failures) == 3
@@ -352,16 +352,17 @@ def test_encode_images_through_the_nvjpeg_path_matches_pil_and_is_incremental(
     assert nvjpeg_on_cpu == [1] and refresh["n_encoded"] == 1
 
 
-def test_hashing_overlaps_decoding_on_the_nvjpeg_path(
+def test_files_are_read_once_and_reading_overlaps_decoding_on_the_nvjpeg_path(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, nvjpeg_on_cpu: list[int]
 ) -> None:
     events: list[str] = []
-    sha256 = data_sources.file_sha256
+    read = nvjpeg_decode.read_encoded_file
     decode = nvjpeg_decode.decode_jpegs
-    monkeypatch.setattr(image_sources, "file_sha256", lambda path: events.append("hash") or sha256(path))
+    monkeypatch.setattr(image_sources, "file_sha256", lambda path: events.append("separate hash") or "")
+    monkeypatch.setattr(nvjpeg_decode, "read_encoded_file", lambda i, path: events.append("read") or read(i, path))
     monkeypatch.setattr(nvjpeg_decode, "decode_jpegs", lambda t, d: events.append("decode") or decode(t, d))
     monkeypatch.setattr(image_plan, "LOOKUP_CHUNK", 4)
-    monkeypatch.setattr(image_sources, "HASH_WINDOW_PER_THREAD", 2)
+    monkeypatch.setattr(nvjpeg_decode, "READ_CHUNK", 2)
     (tmp_path / "images").mkdir()
     paths = []
     for seed in range(40):
@@ -371,10 +372,24 @@ def test_hashing_overlaps_decoding_on_the_nvjpeg_path(
     with FeatureCache(tmp_path / "cache") as cache:
         result = embed_image_sources([ImageSource(p) for p in paths], encoder, cache, 4, progress=False,
                                      decoder="nvjpeg")
-    assert result.mask.all() and events.count("hash") == 40 and events.count("decode") == 10
-    assert events.index("decode") < len(events) - 1 - events[::-1].index("hash")  # decoding began before hashing ended
+    assert result.mask.all() and events.count("read") == 40 and events.count("decode") == 10
+    assert "separate hash" not in events  # the cache key is the hash of the bytes read for decoding
+    assert events.index("decode") < len(events) - 1 - events[::-1].index("read")  # decoding began before reading ended
 
 
+@pytest.mark.parametrize("decoder", ["pil", "nvjpeg"])
+def test_a_file_gone_before_encoding_is_reported_not_raised(
+    tmp_path: Path, decoder: str, nvjpeg_on_cpu: list[int]
+) -> None:
+    paths, _ = mixed_files(tmp_path / "images")
+    sources = [ImageSource(p) for p in paths if p.exists()]
+    (tmp_path / "images" / "b.jpg").unlink()  # after the sources were resolved
+    with FeatureCache(tmp_path / "cache") as cache:
+        result = embed_image_sources(sources, load_efficientnet_lite0("cpu"), cache, 4, 0, False, decoder)
+    gone = [i for i, source in enumerate(sources) if source.path.name == "b.jpg"][0]
+    kind, detail = result.failures[gone]
+    assert kind == "undecodable" and "b.jpg" in detail and "No such file" in detail
+    assert not result.mask[gone] and result.mask.sum() == len(sources) - 4  # b.jpg and the 3 broken files
 
 
 @pytest.mark.skipif(not GIFT_CARD_IMAGES.exists(), reason="shared Amazon 2018 Gift Cards images not present")
@@ -386,7 +401,7 @@ def test_real_product_jpegs_all_go_to_nvjpeg_and_match_pil(jpeg_decoder: str) ->
     paths = sorted(GIFT_CARD_IMAGES.glob("*.jpg"))[:96]
     assert paths and all(read_encoded_file(i, p).suits_nvjpeg() for i, p in enumerate(paths))
     pixels: dict[int, np.ndarray] = {}
-    for batch in iter_nvjpeg_batches(paths, preprocess, 32, torch.device("cpu")):
+    for batch in iter_nvjpeg_batches(iter_encoded_files(paths), preprocess, 32, torch.device("cpu")):
         assert not batch.failures
         pixels.update(zip(batch.positions, batch.pixels.numpy()))
     assert len(pixels) == len(paths)

@@ -6,10 +6,13 @@ most the few batches in flight (:class:`BackgroundWriter`) and never leaves a ha
 WAL mode lets a text and an image encoding job write at the same time. One :class:`FeatureCache` may
 be shared by threads (the image path looks vectors up in one thread while another writes them).
 
-Rows are ``(encoder id, 32-byte digest, dim, float32 bytes)`` in a rowid table with a unique index:
-storing ~2 KiB vectors inside a ``WITHOUT ROWID`` primary key, with the encoder's name and the hex
-digest repeated in every key, made writes 2.6x slower (``benchmarks/features_host.py``). A cache
-written in that older layout is converted in place, in one transaction, when it is first opened.
+Rows are ``(encoder id, 32-byte digest, dim, float32 bytes)`` in a rowid table with a unique index,
+written many rows per statement: the writer is one thread, so its time per vector caps the image
+path on any host. The earlier layout (~2 KiB vectors inside a ``WITHOUT ROWID`` primary key that
+repeated the encoder's name and the hex digest) took 62 us per 512-d vector on the development CPU,
+this one ~23 us (``benchmarks/features_host.py`` prints it). A cache in the earlier layout is
+converted in place, in one transaction, when it is first opened; lookups use a second connection, so
+they never wait for a write.
 """
 
 from __future__ import annotations
@@ -61,7 +64,8 @@ class FeatureCache:
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
         self.path = self.root / CACHE_FILE
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # guards the writing connection
+        self._read_lock = threading.Lock()  # guards the reading one: lookups never wait for a write
         self._encoder_ids: dict[str, int] = {}
         self._db = sqlite3.connect(self.path, timeout=120.0, check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
@@ -70,6 +74,7 @@ class FeatureCache:
             for statement in _SCHEMA:
                 self._db.execute(statement)
             self._convert_old_layout()
+        self._reader = sqlite3.connect(self.path, timeout=120.0, check_same_thread=False)
 
     @contextlib.contextmanager
     def _transaction(self) -> Iterator[None]:
@@ -97,11 +102,13 @@ class FeatureCache:
         self._db.execute("DROP TABLE vectors")
 
     def _encoder_id(self, identity: str, create: bool) -> int | None:
-        """The row id of ``identity`` in ``encoders`` (added when ``create``), ``None`` if absent."""
+        """The row id of ``identity`` in ``encoders``, ``None`` if absent; ``create`` adds it (in
+        the writing connection, whose lock the caller holds; else the reading one's)."""
         if identity not in self._encoder_ids:
+            db = self._db if create else self._reader
             if create:
-                self._db.execute("INSERT OR IGNORE INTO encoders (identity) VALUES (?)", (identity,))
-            row = self._db.execute("SELECT id FROM encoders WHERE identity = ?", (identity,)).fetchone()
+                db.execute("INSERT OR IGNORE INTO encoders (identity) VALUES (?)", (identity,))
+            row = db.execute("SELECT id FROM encoders WHERE identity = ?", (identity,)).fetchone()
             if row is None:
                 return None
             self._encoder_ids[identity] = row[0]
@@ -111,7 +118,7 @@ class FeatureCache:
         """The cached vectors among ``keys`` for ``encoder``; keys not cached are absent."""
         unique = list(dict.fromkeys(keys))
         found: dict[str, np.ndarray] = {}
-        with self._lock:
+        with self._read_lock:
             encoder_id = self._encoder_id(encoder, create=False)
         if encoder_id is None:
             return found
@@ -121,8 +128,8 @@ class FeatureCache:
                 "SELECT content_sha256, dim, vector FROM item_vectors"
                 f" WHERE encoder = ? AND content_sha256 IN ({','.join('?' * len(chunk))})"
             )
-            with self._lock:
-                rows = self._db.execute(query, [encoder_id, *chunk]).fetchall()
+            with self._read_lock:
+                rows = self._reader.execute(query, [encoder_id, *chunk]).fetchall()
             for digest, dim, blob in rows:
                 vector = np.frombuffer(blob, dtype=np.float32)
                 if vector.shape[0] == dim:
@@ -130,30 +137,37 @@ class FeatureCache:
         return found
 
     def put_many(self, encoder: str, vectors: Mapping[str, np.ndarray]) -> None:
-        """Store ``vectors`` (content key -> 1-D vector) for ``encoder`` in one transaction."""
+        """Store ``vectors`` (content key -> 1-D vector) for ``encoder`` in one transaction, many
+        rows per statement (SQLite releases the GIL once per statement, not once per row)."""
         rows = []
         for key, vector in vectors.items():
             flat = np.ascontiguousarray(vector, dtype=np.float32).reshape(-1)
             rows.append((_digest(key), int(flat.shape[0]), flat.tobytes()))
+        rows_per_statement = _SQLITE_MAX_VARIABLES // 4
         with self._lock, self._transaction():
             encoder_id = self._encoder_id(encoder, create=True)
-            self._db.executemany(
-                "INSERT OR REPLACE INTO item_vectors VALUES (?, ?, ?, ?)", [(encoder_id, *row) for row in rows]
-            )
+            for start in range(0, len(rows), rows_per_statement):
+                part = rows[start : start + rows_per_statement]
+                self._db.execute(
+                    f"INSERT OR REPLACE INTO item_vectors VALUES {','.join(['(?, ?, ?, ?)'] * len(part))}",
+                    [value for row in part for value in (encoder_id, *row)],
+                )
 
     def count(self, encoder: str | None = None) -> int:
         """How many vectors are stored (for one encoder, or in all)."""
-        with self._lock:
+        with self._read_lock:
             if encoder is None:
-                return self._db.execute("SELECT COUNT(*) FROM item_vectors").fetchone()[0]
+                return self._reader.execute("SELECT COUNT(*) FROM item_vectors").fetchone()[0]
             encoder_id = self._encoder_id(encoder, create=False)
             if encoder_id is None:
                 return 0
-            return self._db.execute("SELECT COUNT(*) FROM item_vectors WHERE encoder = ?", (encoder_id,)).fetchone()[0]
+            query = "SELECT COUNT(*) FROM item_vectors WHERE encoder = ?"
+            return self._reader.execute(query, (encoder_id,)).fetchone()[0]
 
     def close(self) -> None:
-        with self._lock:
+        with self._lock, self._read_lock:
             self._db.close()
+            self._reader.close()
 
     def __enter__(self) -> FeatureCache:
         return self

@@ -15,9 +15,10 @@ import io
 import logging
 import time
 from collections import Counter
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 
@@ -34,9 +35,10 @@ from fitmm_core.data.sources import file_sha256
 from fitmm_core.features.cache import BackgroundWriter, FeatureCache, content_key
 from fitmm_core.features.errors import EncoderConfigError
 from fitmm_core.features.image import EFFICIENTNET_LITE0, ImageEncoder, load_image_encoder
-from fitmm_core.features.image_decode import choose_image_decoder, default_decode_workers, iter_image_batches
+from fitmm_core.features.image_decode import choose_image_decoder, default_decode_workers, iter_decoded_batches
 from fitmm_core.features.image_plan import ImagePlan
 from fitmm_core.features.image_sources import FetchSettings, ImageSource, resolve_image_sources
+from fitmm_core.features.nvjpeg_decode import iter_encoded_files, iter_nvjpeg_batches
 from fitmm_core.features.text import DEFAULT_TEXT_ENCODER, SentenceTransformerEncoder, TextEncoder
 from fitmm_core.paths import feature_cache_dir
 from fitmm_core.progress import Log, Progress
@@ -139,25 +141,33 @@ def embed_image_sources(
     decoder: str = "auto",
     log: Log | None = None,
 ) -> ImageEmbedding:
-    """Vectors for the items' image files. An :class:`ImagePlan` hashes the files and looks the
-    hashes up in ``cache``; the files it hands on are decoded (``decoder``: see
-    :func:`choose_image_decoder`) and encoded batch by batch, each batch written to ``cache``."""
+    """Vectors for the items' image files. An :class:`ImagePlan` looks the files' content hashes up in
+    ``cache``; the files it hands on are decoded (``decoder``: see :func:`choose_image_decoder`) and
+    encoded batch by batch, each batch written to ``cache``."""
     failures = {i: (source.failure or "missing", source.detail) for i, source in enumerate(sources) if not source.ok}
     present = [i for i, source in enumerate(sources) if source.ok]
+    paths = [cast(Path, sources[i].path) for i in present]
     used = choose_image_decoder(decoder, encoder.device)
-    plan = ImagePlan([sources[i].path for i in present], encoder.identity, cache)
-    to_decode: Iterable[Path] = plan.files_to_decode()  # nvJPEG advances it lazily, in its own thread
-    workers = 0
-    if used == "pil":  # worker processes need the whole list
-        to_decode = list(to_decode)
-        n_batches = -(-len(to_decode) // batch_size)  # no more worker processes than batches
-        workers = min(default_decode_workers() if decode_workers is None else decode_workers, n_batches)
+    plan = ImagePlan(encoder.identity, cache)
     fresh: dict[str, np.ndarray] = {}
     undecodable: dict[str, str] = {}
     decoded = 0
-    with Progress("encode images", len(present), "img", progress, log) as bar, \
-            BackgroundWriter(cache, encoder.identity) as writer:
-        for batch in iter_image_batches(to_decode, encoder.preprocess, batch_size, encoder.device, used, workers):
+    with contextlib.ExitStack() as stack:
+        if used == "nvjpeg":  # each file is read once, hashed as it is read, in the decoder's own thread
+            files = stack.enter_context(contextlib.closing(iter_encoded_files(paths, ahead=batch_size)))
+            to_decode = plan.select((file, file.sha256) for file in files)
+            batches = iter_nvjpeg_batches(to_decode, encoder.preprocess, batch_size, encoder.device)
+        else:  # worker processes need the whole list, so every file is hashed first
+            todo = list(plan.files_to_decode(paths))
+            n_batches = -(-len(todo) // batch_size)  # no more worker processes than batches
+            workers = min(default_decode_workers() if decode_workers is None else decode_workers, n_batches)
+            batches = iter_decoded_batches(
+                todo, encoder.preprocess, batch_size, workers, pin_memory=encoder.device.type == "cuda"
+            )
+        batches = stack.enter_context(contextlib.closing(batches))  # closed first: it may still read ``files``
+        bar = stack.enter_context(Progress("encode images", len(present), "img", progress, log))
+        writer = stack.enter_context(BackgroundWriter(cache, encoder.identity))
+        for batch in batches:
             encoded = encoder.encode_pixels(batch.pixels)
             new = {plan.todo_keys[position]: vector for position, vector in zip(batch.positions, encoded)}
             writer.put(new)

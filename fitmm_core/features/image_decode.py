@@ -138,10 +138,10 @@ def iter_image_batches(
     workers: int,
 ) -> Iterator[DecodedBatch]:
     """Batches from :func:`iter_decoded_batches` (``decoder="pil"``, ``workers`` processes) or
-    :func:`~fitmm_core.features.nvjpeg_decode.iter_nvjpeg_batches` (``"nvjpeg"``, which takes
+    :func:`~fitmm_core.features.nvjpeg_decode.iter_nvjpeg_batches` (``"nvjpeg"``, which reads
     ``paths`` lazily)."""
     if decoder == "nvjpeg":
-        from fitmm_core.features.nvjpeg_decode import iter_nvjpeg_batches
+        from fitmm_core.features.nvjpeg_decode import iter_encoded_files, iter_nvjpeg_batches
 
-        return iter_nvjpeg_batches(paths, preprocess, batch_size, device)
+        return iter_nvjpeg_batches(iter_encoded_files(paths, ahead=batch_size), preprocess, batch_size, device)
     return iter_decoded_batches(paths, preprocess, batch_size, workers, pin_memory=device.type == "cuda")

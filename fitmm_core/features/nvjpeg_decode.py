@@ -1,6 +1,7 @@
 """Decode JPEGs on the GPU with nvJPEG and resize them there, so CPU decoding never bounds the encoder.
 
-On the CPU, threads only read file bytes and parse JPEG headers. Each batch goes to
+On the CPU, threads only read file bytes, hash them (the cache key: each file is read once) and parse
+JPEG headers, :data:`READ_CHUNK` files per task. Each batch goes to
 ``torchvision.io.decode_jpeg(..., device="cuda")`` (nvJPEG; baseline JPEGs use the hardware decoder of
 A100/H100-class cards), then images that share a size are resized in one call: shortest side to
 :math:`S` by antialiased bicubic interpolation, centre :math:`S \\times S` crop, rounded to ``uint8``:
@@ -15,6 +16,7 @@ so this path accepts and rejects the same files as the CPU path, with the same r
 from __future__ import annotations
 
 import functools
+import hashlib
 import io
 import itertools
 import os
@@ -33,6 +35,7 @@ from torch.nn import functional as F
 from fitmm_core.features.image import Preprocess
 from fitmm_core.features.image_decode import DecodedBatch, decode_image, empty_pixels
 from fitmm_core.features.jpeg_header import JpegHeader, read_jpeg_header
+from fitmm_core.features.ordered_pool import map_chunks_in_order
 
 NVJPEG_CODINGS = frozenset({"baseline", "extended", "progressive"})
 EOI = b"\xff\xd9"
@@ -40,19 +43,25 @@ EOI_SEARCH_BYTES = 64  # some encoders pad after the end-of-image marker
 DECODE_PIXELS_PER_CALL = 1 << 27  # 384 MiB of decoded RGB per nvJPEG call
 RESIZE_VALUES_PER_CALL = 1 << 27  # 512 MiB of float32 per interpolate call
 PREFETCH_BATCHES = 2
-IO_THREADS = 8  # read files (the syscalls release the GIL) and decode what nvJPEG does not take
-READ_CHUNK = 32  # files per read task: one task per file costs more than reading a cached file
+# Reading a product photo from the page cache takes ~10 us: a task per file, or more threads
+# contending for the GIL, cost more than that (measured on the development CPU: 8 threads with a
+# task per file read 9k files/s, one thread 26k), so two threads read 32 files per task.
+IO_THREADS = 2
+READ_CHUNK = 32
+PIL_THREADS = max(1, min(8, os.cpu_count() or 1))  # decode what nvJPEG does not take; PIL releases the GIL
 
 
 @dataclass
 class EncodedFile:
-    """One image file's bytes (``None`` with ``error`` when it could not be read) and JPEG header."""
+    """One image file's bytes, their sha256 and JPEG header (``data`` and ``sha256`` are ``None``,
+    with the reason in ``error``, when the file could not be read)."""
 
     position: int
     path: Path
     data: np.ndarray | None
     error: str = ""
     header: JpegHeader | None = None
+    sha256: str | None = None
 
     def suits_nvjpeg(self) -> bool:
         """A complete Huffman-coded JPEG with 1 or 3 components under PIL's pixel limit."""
@@ -69,19 +78,28 @@ class EncodedFile:
 
 
 def read_encoded_file(position: int, path: Path) -> EncodedFile:
-    """The bytes of ``path`` and, for a JPEG, its frame header."""
+    """The bytes of ``path``, their sha256 and, for a JPEG, its frame header."""
     try:
         with open(path, "rb", buffering=0) as handle:  # one unbuffered read into a writable buffer
             buffer = bytearray(os.fstat(handle.fileno()).st_size)
             handle.readinto(buffer)
     except OSError as exc:
         return EncodedFile(position, path, None, f"{type(exc).__name__}: {exc}")
-    return EncodedFile(position, path, np.frombuffer(buffer, dtype=np.uint8), header=read_jpeg_header(buffer))
+    return EncodedFile(
+        position, path, np.frombuffer(buffer, dtype=np.uint8), header=read_jpeg_header(buffer),
+        sha256=hashlib.sha256(buffer).hexdigest(),
+    )
 
 
-def read_encoded_files(first_position: int, paths: Sequence[Path]) -> list[EncodedFile]:
-    """:func:`read_encoded_file` of consecutive ``paths``, numbered from ``first_position``."""
-    return [read_encoded_file(first_position + offset, path) for offset, path in enumerate(paths)]
+def read_encoded_files(numbered: Sequence[tuple[int, Path]]) -> list[EncodedFile]:
+    """:func:`read_encoded_file` of each ``(position, path)``."""
+    return [read_encoded_file(position, path) for position, path in numbered]
+
+
+def iter_encoded_files(paths: Iterable[Path], ahead: int = 512, threads: int = IO_THREADS) -> Iterator[EncodedFile]:
+    """:func:`read_encoded_file` of each path (numbered in order), read by ``threads`` threads
+    :data:`READ_CHUNK` files per task, at most about ``ahead`` files ahead of the consumer."""
+    return map_chunks_in_order(read_encoded_files, enumerate(paths), threads, READ_CHUNK, ahead, "nvjpeg-io")
 
 
 def _probe_jpeg() -> torch.Tensor:
@@ -216,59 +234,50 @@ def decode_files(
 
 
 def iter_nvjpeg_batches(
-    paths: Iterable[Path],
+    files: Iterable[EncodedFile],
     preprocess: Preprocess,
     batch_size: int,
     device: torch.device,
-    io_threads: int = IO_THREADS,
 ) -> Iterator[DecodedBatch]:
     """Batches of at most ``batch_size`` images with pixels already on ``device``; ``positions``
-    count the paths in the order they were taken from ``paths``.
+    count the files in the order they were taken from ``files`` (e.g. :func:`iter_encoded_files`).
 
-    One background thread takes the paths (``paths`` may be a lazy iterator, advanced only in that
-    thread) and has ``io_threads`` threads read them, :data:`READ_CHUNK` files per task and one batch
-    ahead, while it decodes and resizes the current batch, up to :data:`PREFETCH_BATCHES` batches
-    ahead of the caller, on CUDA on its own stream; the caller's stream waits for each batch before
-    using it."""
-    remaining = iter(paths)
+    One background thread takes the files (``files`` may be lazy: it is advanced only in that
+    thread, and closed at the end) and decodes and resizes them, up to :data:`PREFETCH_BATCHES`
+    batches ahead of the caller, on CUDA on its own stream; the caller's stream waits for each batch
+    before using it."""
+    remaining = iter(files)
     taken = 0
-    reads_ahead: deque[list[Future] | None] = deque()  # the next batch's read tasks; None: no more paths
     stream = torch.cuda.Stream(device) if device.type == "cuda" else None
 
-    with ThreadPoolExecutor(io_threads, "nvjpeg-io") as pool, ThreadPoolExecutor(1, "nvjpeg") as decoder:
+    def prepare() -> tuple[DecodedBatch, torch.cuda.Event | None] | None:
+        nonlocal taken
+        chunk = list(itertools.islice(remaining, batch_size))
+        if not chunk:
+            return None
+        for file in chunk:  # positions count the files taken here (the plan may have skipped some)
+            file.position = taken
+            taken += 1
+        with torch.cuda.stream(stream) if stream is not None else nullcontext():
+            batch = decode_files(chunk, preprocess, device, pool)
+            ready = stream.record_event() if stream is not None else None
+        return batch, ready
 
-        def start_reading() -> list[Future] | None:
-            nonlocal taken
-            chunk = list(itertools.islice(remaining, batch_size))
-            if not chunk:
-                return None
-            reads = [
-                pool.submit(read_encoded_files, taken + start, chunk[start : start + READ_CHUNK])
-                for start in range(0, len(chunk), READ_CHUNK)
-            ]
-            taken += len(chunk)
-            return reads
-
-        def prepare() -> tuple[DecodedBatch, torch.cuda.Event | None] | None:
-            reads = reads_ahead.popleft() if reads_ahead else start_reading()
-            reads_ahead.append(start_reading() if reads is not None else None)
-            if reads is None:
-                return None
-            files = [file for read in reads for file in read.result()]
-            with torch.cuda.stream(stream) if stream is not None else nullcontext():
-                batch = decode_files(files, preprocess, device, pool)
-                ready = stream.record_event() if stream is not None else None
-            return batch, ready
-
-        pending = deque(decoder.submit(prepare) for _ in range(PREFETCH_BATCHES))
-        while pending:
-            prepared = pending.popleft().result()
-            if prepared is None:
-                continue
-            pending.append(decoder.submit(prepare))
-            batch, ready = prepared
-            if ready is not None:
-                consumer = torch.cuda.current_stream(device)
-                consumer.wait_event(ready)
-                batch.pixels.record_stream(consumer)
-            yield batch
+    try:
+        with ThreadPoolExecutor(PIL_THREADS, "nvjpeg-pil") as pool, ThreadPoolExecutor(1, "nvjpeg") as decoder:
+            pending = deque(decoder.submit(prepare) for _ in range(PREFETCH_BATCHES))
+            while pending:
+                prepared = pending.popleft().result()
+                if prepared is None:
+                    continue
+                pending.append(decoder.submit(prepare))
+                batch, ready = prepared
+                if ready is not None:
+                    consumer = torch.cuda.current_stream(device)
+                    consumer.wait_event(ready)
+                    batch.pixels.record_stream(consumer)
+                yield batch
+    finally:  # the decoder thread has stopped: close the files' iterator (and its reading threads) here
+        close = getattr(remaining, "close", None)
+        if close is not None:
+            close()
