@@ -83,11 +83,12 @@ class FeatureCache:
         self._db.execute("BEGIN IMMEDIATE")
         try:
             yield
+            self._db.execute("COMMIT")
         except BaseException:
-            self._db.execute("ROLLBACK")
+            if self._db.in_transaction:
+                self._db.execute("ROLLBACK")
             self._encoder_ids.clear()  # ids added in this transaction are gone
             raise
-        self._db.execute("COMMIT")
 
     def _convert_old_layout(self) -> None:
         """Move the rows of the older ``vectors`` table (text keys) into ``item_vectors``."""

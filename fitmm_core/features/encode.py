@@ -153,7 +153,7 @@ def embed_image_sources(
     undecodable: dict[str, str] = {}
     decoded = 0
     with contextlib.ExitStack() as stack:
-        if used == "nvjpeg":  # each file is read once, hashed as it is read, in the decoder's own thread
+        if used == "nvjpeg":  # each file is read and hashed once by I/O threads; the plan runs in the decoder's thread
             files = stack.enter_context(contextlib.closing(iter_encoded_files(paths, ahead=batch_size)))
             to_decode = plan.select((file, file.sha256) for file in files)
             batches = iter_nvjpeg_batches(to_decode, encoder.preprocess, batch_size, encoder.device)

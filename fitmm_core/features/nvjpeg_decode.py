@@ -249,22 +249,22 @@ def iter_nvjpeg_batches(
     remaining = iter(files)
     taken = 0
     stream = torch.cuda.Stream(device) if device.type == "cuda" else None
-
-    def prepare() -> tuple[DecodedBatch, torch.cuda.Event | None] | None:
-        nonlocal taken
-        chunk = list(itertools.islice(remaining, batch_size))
-        if not chunk:
-            return None
-        for file in chunk:  # positions count the files taken here (the plan may have skipped some)
-            file.position = taken
-            taken += 1
-        with torch.cuda.stream(stream) if stream is not None else nullcontext():
-            batch = decode_files(chunk, preprocess, device, pool)
-            ready = stream.record_event() if stream is not None else None
-        return batch, ready
-
     try:
         with ThreadPoolExecutor(PIL_THREADS, "nvjpeg-pil") as pool, ThreadPoolExecutor(1, "nvjpeg") as decoder:
+
+            def prepare() -> tuple[DecodedBatch, torch.cuda.Event | None] | None:
+                nonlocal taken
+                chunk = list(itertools.islice(remaining, batch_size))
+                if not chunk:
+                    return None
+                for file in chunk:  # positions count the files taken here (the plan may have skipped some)
+                    file.position = taken
+                    taken += 1
+                with torch.cuda.stream(stream) if stream is not None else nullcontext():
+                    batch = decode_files(chunk, preprocess, device, pool)
+                    ready = stream.record_event() if stream is not None else None
+                return batch, ready
+
             pending = deque(decoder.submit(prepare) for _ in range(PREFETCH_BATCHES))
             while pending:
                 prepared = pending.popleft().result()
