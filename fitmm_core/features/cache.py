@@ -39,7 +39,7 @@ _SCHEMA = (
 )
 
 
-def content_key(content: bytes | str) -> str:
+def content_key(content: bytes | bytearray | str) -> str:
     """The sha256 hex digest of ``content`` (text is UTF-8 encoded first)."""
     data = content.encode("utf-8") if isinstance(content, str) else content
     return hashlib.sha256(data).hexdigest()

@@ -16,7 +16,6 @@ so this path accepts and rejects the same files as the CPU path, with the same r
 from __future__ import annotations
 
 import functools
-import hashlib
 import io
 import itertools
 import os
@@ -32,6 +31,7 @@ import torch
 from PIL import Image
 from torch.nn import functional as F
 
+from fitmm_core.features.cache import content_key
 from fitmm_core.features.image import Preprocess
 from fitmm_core.features.image_decode import DecodedBatch, decode_image, empty_pixels
 from fitmm_core.features.jpeg_header import JpegHeader, read_jpeg_header
@@ -87,7 +87,7 @@ def read_encoded_file(position: int, path: Path) -> EncodedFile:
         return EncodedFile(position, path, None, f"{type(exc).__name__}: {exc}")
     return EncodedFile(
         position, path, np.frombuffer(buffer, dtype=np.uint8), header=read_jpeg_header(buffer),
-        sha256=hashlib.sha256(buffer).hexdigest(),
+        sha256=content_key(buffer),
     )
 
 
